@@ -1,0 +1,1 @@
+"""Data: readers for user files, embedded corpora, the dataset artifact, tokenize-and-pack, the loader."""

@@ -1,0 +1,76 @@
+"""Tokenize a dataset split and pack it into one flat, memory-mapped token shard per split.
+
+Each record becomes [bos] + tokens + [eos]; records are concatenated in dataset order. Shards are cached
+by (dataset content hash, tokenizer hash), so a second run with the same data and tokenizer reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lmforge.data.dataset import Dataset, render
+from lmforge.io import cache_dir, sha256_file, sha256_text
+
+PACK_VERSION = "1"
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def pack_split(dataset: Dataset, tokenizer, split: str, *, tokenizer_hash: str, progress: bool = True,
+               batch_records: int = 256) -> Path:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    key = sha256_text(PACK_VERSION, dataset.content_hash, tokenizer_hash, split)[:20]
+    out = cache_dir("tokens") / f"{key}-{split}.bin"
+    if out.is_file() and out.with_suffix(".json").is_file():
+        return out
+    dtype = token_dtype(tokenizer.vocab_size)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    n_tokens = 0
+    template = lambda messages: tokenizer.apply_chat_template(messages, add_generation_prompt=False)  # noqa: E731
+    columns = [TextColumn(f"[bold]tokenize[/] {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    try:
+        with open(tmp, "wb") as f, Progress(*columns, disable=not progress, transient=True) as bar:
+            task = bar.add_task("tokenize", total=dataset.count(split))
+            batch: list[str] = []
+
+            def flush():
+                nonlocal n_tokens
+                for ids in tokenizer.encode_batch(batch):
+                    arr = np.asarray([tokenizer.bos_id, *ids, tokenizer.eos_id], dtype=dtype)
+                    f.write(arr.tobytes())
+                    n_tokens += len(arr)
+                bar.advance(task, len(batch))
+                batch.clear()
+
+            for rec in dataset.records(split):
+                # Chat records render with their role markers; the bos comes from packing, not the template.
+                text = render(rec, template)
+                if rec.get("messages") is not None and tokenizer.bos_id is not None:
+                    text = text.removeprefix(tokenizer.id_to_token(tokenizer.bos_id))
+                batch.append(text)
+                if len(batch) >= batch_records:
+                    flush()
+            flush()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {"tokens": n_tokens, "dtype": np.dtype(dtype).name, "split": split, "dataset": dataset.content_hash,
+            "tokenizer": tokenizer_hash}
+    out.with_suffix(".json").write_text(json.dumps(meta) + "\n")
+    return out
+
+
+def open_tokens(path: Path) -> np.memmap:
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return np.memmap(path, dtype=meta["dtype"], mode="r")
+
+
+def tokenizer_hash(tokenizer_dir: Path) -> str:
+    return sha256_file(Path(tokenizer_dir) / "tokenizer.json")

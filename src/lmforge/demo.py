@@ -1,0 +1,98 @@
+"""The demo pipeline behind `lmforge demo` / `make demo`: standard library -> tokenizer -> trained code
+model -> validation losses against baselines -> completions. Returns a report; the CLI renders it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+DEMO_PROMPTS = [
+    "def fibonacci(n):\n",
+    "import os\n\n\ndef list_python_files(root):\n",
+    "class Stack:\n    def __init__(self):\n",
+    "    for i in range(len(items)):\n",
+]
+TARGET_BPB = 1.25
+
+
+def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, console=None,
+             prompts=DEMO_PROMPTS) -> dict:
+    from lmforge.data.corpora import cached_corpus
+    from lmforge.data.dataset import Dataset
+    from lmforge.infer.engine import generate_text
+    from lmforge.model.hf import load_pretrained
+    from lmforge.train.prepare import resolve_tokenizer
+    from lmforge.train.recipe import load_recipe
+    from lmforge.train.trainer import train
+    from lmforge.train.validation import evaluate_loss, unigram_baseline
+
+    say = console.print if console else (lambda *a, **k: None)
+    recipe = load_recipe(recipe_path, [f"train.max_steps={max_steps}"] if max_steps else [])
+    t0 = time.perf_counter()
+
+    say("[bold]1/4 data[/]: the Python standard library")
+    dataset = Dataset(cached_corpus(recipe.data.corpus or "python-stdlib"))
+    c = dataset.info["counts"]
+    say(f"    {c['records']:,} files, {c['chars'] / 1e6:.1f}M characters, "
+        f"{c['train']:,} train / {c['validation']:,} validation files  ({dataset.path})")
+
+    say(f"[bold]2/4 tokenizer[/]: byte-level BPE, {recipe.tokenizer.vocab_size or ''} tokens")
+    tok_dir = resolve_tokenizer(recipe.tokenizer, dataset)
+    say(f"    {tok_dir}")
+
+    say(f"[bold]3/4 train[/]: {recipe.name}, {recipe.train.max_steps} steps -> {out}")
+    before: dict = {}
+
+    def measure_start(prep, model, val_windows, bytes_per_token):
+        before["model"] = evaluate_loss(model, val_windows, bytes_per_token,
+                                        max_tokens=recipe.train.final_eval_tokens, precision=recipe.train.precision)
+        n = before["model"]["tokens"] + 1  # the windows' targets span the first n tokens
+        before["unigram"] = unigram_baseline(val_windows.tokens[1:n], bytes_per_token, prep.tokenizer.vocab_size)
+        say(f"    {model.config.num_parameters():,} parameters; train {len(prep.train_tokens):,} tokens, "
+            f"validation {len(prep.val_tokens):,} tokens")
+
+    result = train(recipe, out, resume=(out / "checkpoints").is_dir(), on_prepared=measure_start)
+
+    say("[bold]4/4 generate[/]: completions of Python prefixes")
+    model, tokenizer = load_pretrained(result["model"])
+    completions = [(p, generate_text(model, tokenizer, p, max_tokens=48, temperature=0.3, top_p=0.9, seed=0))
+                   for p in prompts]
+    report = {
+        "recipe": recipe.model_dump(mode="json"),
+        "model": str(result["model"]),
+        "steps": result["steps"],
+        "train_seconds": result["train_seconds"],
+        "total_seconds": time.perf_counter() - t0,
+        "validation": {"random_init": before["model"], "unigram": before["unigram"],
+                       "trained": result["validation"]},
+        "target_bpb": TARGET_BPB,
+        "completions": [{"prompt": p, "completion": c} for p, c in completions],
+    }
+    from lmforge.io import write_json
+
+    write_json(out / "demo.json", report)
+    return report
+
+
+def render_report(report: dict, console) -> None:
+    from rich.table import Table
+
+    v = report["validation"]
+    table = Table(title=f"validation split ({v['trained']['tokens']:,} tokens, {v['trained']['bytes']:,} bytes)")
+    table.add_column("model")
+    table.add_column("nats / token", justify="right")
+    table.add_column("bits / byte", justify="right")
+    for name, key in (("before training (random init)", "random_init"), ("unigram-entropy baseline", "unigram"),
+                      (f"after training ({report['steps']} steps)", "trained")):
+        table.add_row(name, f"{v[key]['loss']:.3f}", f"{v[key]['bpb']:.3f}")
+    console.print(table)
+    bpb = v["trained"]["bpb"]
+    verdict = "[green]met[/]" if bpb <= report["target_bpb"] else "[red]not met[/]"
+    console.print(f"goal <= {report['target_bpb']} bits/byte: {verdict} ({bpb:.3f}); training took "
+                  f"{report['train_seconds'] / 60:.1f} min, the whole demo {report['total_seconds'] / 60:.1f} min")
+    for item in report["completions"]:
+        console.rule()
+        console.print(item["prompt"], end="", markup=False, highlight=False, style="bold")
+        console.print(item["completion"], markup=False, highlight=False)
+    console.rule()
+    console.print(f"model: {report['model']}  (try: lmforge generate {report['model']} 'def quicksort(xs):')")

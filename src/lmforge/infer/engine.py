@@ -1,0 +1,97 @@
+"""Text generation: prefill the prompt into a KV cache, then sample one token at a time.
+
+Token healing: a prompt's last token is often a fragment of what the model would have produced (a bare
+"\n" where training text nearly always had "\n" + indentation as one token). We drop that token and
+require the first generated token to start with its bytes, so the continuation begins sensibly.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from lmforge.model.transformer import KVCache
+
+
+def sample(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int | None,
+           generator: torch.Generator | None) -> int:
+    """One token id from a 1-D logits vector. temperature 0 is greedy."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        sorted_probs[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def heal_prompt(tokenizer, ids: list[int]) -> tuple[list[int], bytes, torch.Tensor | None]:
+    """Drop the prompt's last (non-special) token; returns the shorter ids, the dropped bytes and a mask of
+    the tokens allowed first (those that start with the dropped bytes)."""
+    if len(ids) < 2 or not tokenizer.token_bytes[ids[-1]]:
+        return ids, b"", None
+    drop = tokenizer.token_bytes[ids[-1]]
+    mask = torch.tensor([b.startswith(drop) for b in tokenizer.token_bytes], dtype=torch.bool)
+    return ids[:-1], drop, mask
+
+
+@torch.no_grad()
+def generate_ids(model, prompt_ids: list[int], *, max_tokens: int, temperature: float = 0.8, top_p: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None, stop_ids: set[int] | frozenset = frozenset(),
+                 first_token_mask: torch.Tensor | None = None) -> Iterator[int]:
+    """Yield up to `max_tokens` new token ids after `prompt_ids`, stopping at any of `stop_ids`."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    cache = KVCache(model.config, 1, len(prompt_ids) + max_tokens, dtype, device)
+    x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    for i in range(max_tokens):
+        logits = model(x, cache=cache, last_only=True)[0, -1].float().cpu()
+        if i == 0 and first_token_mask is not None and bool(first_token_mask.any()):
+            logits = logits.masked_fill(~first_token_mask, float("-inf"))
+        token = sample(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
+        if token in stop_ids:
+            return
+        yield token
+        x = torch.tensor([[token]], dtype=torch.long, device=device)
+
+
+def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, temperature: float = 0.8,
+                top_p: float = 0.95, top_k: int | None = None, seed: int | None = None,
+                heal: bool = True) -> Iterator[str]:
+    """Yield the continuation of `prompt` as text pieces, as they are generated."""
+    ids = tokenizer.encode(prompt, bos=tokenizer.bos_id is not None)
+    mask, drop = None, b""
+    if heal:
+        ids, drop, mask = heal_prompt(tokenizer, ids)
+    stop = {t for t in (tokenizer.eos_id,) if t is not None}
+    out: list[int] = []
+    emitted = ""
+    for token in generate_ids(model, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                              top_k=top_k, seed=seed, stop_ids=stop, first_token_mask=mask):
+        out.append(token)
+        raw = b"".join(tokenizer.token_bytes[t] for t in out)[len(drop):]
+        text = raw.decode("utf-8", errors="replace")
+        if text.endswith("\ufffd"):
+            continue  # a multi-byte character is still incomplete; wait for its next token
+        if len(text) > len(emitted):
+            yield text[len(emitted):]
+            emitted = text
+    raw = b"".join(tokenizer.token_bytes[t] for t in out)[len(drop):]
+    text = raw.decode("utf-8", errors="replace")
+    if len(text) > len(emitted):
+        yield text[len(emitted):]
+
+
+def generate_text(model, tokenizer, prompt: str, **kwargs) -> str:
+    """The continuation of `prompt` (without the prompt itself)."""
+    return "".join(stream_text(model, tokenizer, prompt, **kwargs))

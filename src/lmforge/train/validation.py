@@ -1,0 +1,54 @@
+"""Validation loss in nats per token and bits per byte, and the unigram-entropy baseline.
+
+Bits per byte divides the total loss (in bits) by the UTF-8 bytes the predicted tokens stand for, so it
+compares models with different tokenizers. Special tokens (bos/eos) stand for zero bytes; their loss still
+counts, which makes the figure slightly pessimistic, never flattering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmforge.data.loader import TokenWindows
+from lmforge.train.precision import autocast
+
+
+def byte_lengths(tokenizer) -> np.ndarray:
+    return np.array([len(b) for b in tokenizer.token_bytes], dtype=np.int64)
+
+
+@torch.no_grad()
+def evaluate_loss(model, windows: TokenWindows, bytes_per_token: np.ndarray, *, max_tokens: int | None = None,
+                  batch_size: int = 32, precision: str = "fp32") -> dict:
+    was_training = model.training
+    model.eval()
+    total_nats, n_tokens, n_bytes = 0.0, 0, 0
+    lengths = torch.from_numpy(bytes_per_token)
+    for x, y in windows.sequential(batch_size, max_tokens):
+        with autocast(precision):
+            logits = model(x)
+        nats = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+        total_nats += nats.item()
+        n_tokens += y.numel()
+        n_bytes += int(lengths[y].sum())
+    model.train(was_training)
+    return summarize(total_nats, n_tokens, n_bytes)
+
+
+def summarize(total_nats: float, n_tokens: int, n_bytes: int) -> dict:
+    return {"loss": total_nats / n_tokens, "bpb": total_nats / math.log(2) / max(1, n_bytes),
+            "tokens": n_tokens, "bytes": n_bytes}
+
+
+def unigram_baseline(tokens: np.ndarray, bytes_per_token: np.ndarray, vocab_size: int) -> dict:
+    """Cross-entropy of the tokens under their own unigram distribution (the entropy): what a model that
+    ignores context entirely could at best reach on this text."""
+    counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    entropy = float(-(p * np.log(p)).sum())
+    n_bytes = int((counts * bytes_per_token[: len(counts)]).sum())
+    return summarize(entropy * len(tokens), len(tokens), n_bytes)

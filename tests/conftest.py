@@ -1,0 +1,72 @@
+"""Shared fixtures: a small real corpus (a slice of the standard library), a tokenizer trained on it,
+and a tiny-model recipe. Everything is built locally; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never touch the user's cache."""
+    os.environ["LMFORGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def run_cli(*args, check: bool = False, cwd=None) -> subprocess.CompletedProcess:
+    """Run `lmforge ARGS` in a subprocess, as a user would (real exit codes, real stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "lmforge.cli.main", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "200"}, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lmforge {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def code_folder() -> Path:
+    """A real code corpus: the json, email and collections packages of the running interpreter."""
+    return STDLIB
+
+
+CODE_INCLUDE = ["json/*.py", "email/*.py", "collections/*.py", "logging/*.py", "importlib/*.py"]
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    from lmforge.data.ingest import ingest
+
+    out = tmp_path_factory.mktemp("data") / "small"
+    ingest([STDLIB], out, include=CODE_INCLUDE, val_fraction=0.15, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_dataset, tmp_path_factory) -> Path:
+    from lmforge.data.dataset import Dataset
+    from lmforge.train.prepare import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "bpe512"
+    train_tokenizer(Dataset(small_dataset), out, 512, progress=False)
+    return out
+
+
+def tiny_recipe(dataset: Path, tokenizer: Path, **train) -> dict:
+    return {
+        "name": "tiny",
+        "seed": 7,
+        "data": {"path": str(dataset)},
+        "tokenizer": {"path": str(tokenizer)},
+        "model": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "max_position_embeddings": 64},
+        "train": {"seq_len": 64, "micro_batch_size": 8, "max_steps": 40, "lr": 3e-3, "warmup_steps": 5,
+                  "eval_interval": 20, "eval_tokens": 4096, "final_eval_tokens": 16384, "checkpoint_interval": 10,
+                  "precision": "fp32", "compile": False, **train},
+    }
