@@ -25,6 +25,9 @@ def test_ingest_tokenize_train_generate(tmp_path):
     b = run_cli("generate", tmp_path / "run" / "model", "import json\n", "--max-tokens", 20, "--seed", 3, check=True)
     assert a.stdout == b.stdout and a.stdout.startswith("import json\n") and len(a.stdout) > len("import json\n")
     # --resume of a finished run with a higher step budget continues from its last checkpoint
-    run_cli("train", tmp_path / "r.yaml", "--out", tmp_path / "run", "--max-steps", 30, "--resume", check=True)
+    proc = run_cli("train", tmp_path / "r.yaml", "--out", tmp_path / "run", "--max-steps", 30, "--resume")
+    assert proc.returncode == 2 and "differs" in proc.stderr  # the first run had --set train.lr=0.004
+    run_cli("train", tmp_path / "r.yaml", "--out", tmp_path / "run", "--max-steps", 30, "--resume",
+            "--set", "train.lr=0.004", check=True)
     events = [json.loads(x)["kind"] for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     assert events == ["start", "resume"]

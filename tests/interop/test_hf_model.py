@@ -111,3 +111,17 @@ def test_directory_written_by_transformers_runs_in_lmforge_generate(tmp_path, sm
     proc = run_cli("generate", tmp_path / "h", prompt, "--max-tokens", 12, "--temperature", 0, "--no-heal",
                    check=True)
     assert proc.stdout == prompt + tokenizer.decode(expected) + "\n"
+
+
+def test_chat_ids_match_transformers_chat_template(small_tokenizer):
+    from lmforge.model.tokenizer import Tokenizer
+
+    ours = Tokenizer.from_dir(small_tokenizer)
+    theirs = transformers.AutoTokenizer.from_pretrained(small_tokenizer)
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Sort a list?"},
+            {"role": "assistant", "content": "sorted(xs)"}]
+    for gen in (False, True):
+        expected = theirs.apply_chat_template(chat, tokenize=True, add_generation_prompt=gen)
+        if isinstance(expected, dict) or hasattr(expected, "input_ids"):  # transformers >= 5 returns a BatchEncoding
+            expected = expected["input_ids"]
+        assert ours.encode_chat(chat, add_generation_prompt=gen) == list(expected)

@@ -123,10 +123,3 @@ class Dataset:
                 for rec in batch.to_pylist():
                     if split is None or rec["split"] == split:
                         yield rec
-
-
-def render(record: dict, chat_template) -> str:
-    """A record as the text a language model trains on; chat records go through the chat template."""
-    if record.get("messages") is not None:
-        return chat_template(record["messages"])
-    return record["text"]

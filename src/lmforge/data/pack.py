@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.data.dataset import Dataset, render
+from lmforge.data.dataset import Dataset
 from lmforge.io import cache_dir, sha256_file, sha256_text
 
-PACK_VERSION = "1"
+PACK_VERSION = "2"
 
 
 def token_dtype(vocab_size: int):
@@ -33,30 +33,33 @@ def pack_split(dataset: Dataset, tokenizer, split: str, *, tokenizer_hash: str, 
     dtype = token_dtype(tokenizer.vocab_size)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     n_tokens = 0
-    template = lambda messages: tokenizer.apply_chat_template(messages, add_generation_prompt=False)  # noqa: E731
     columns = [TextColumn(f"[bold]tokenize[/] {split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     try:
         with open(tmp, "wb") as f, Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task("tokenize", total=dataset.count(split))
-            batch: list[str] = []
+            texts: list[str] = []
+
+            def write(ids):
+                nonlocal n_tokens
+                arr = np.asarray(ids, dtype=dtype)
+                f.write(arr.tobytes())
+                n_tokens += len(arr)
 
             def flush():
-                nonlocal n_tokens
-                for ids in tokenizer.encode_batch(batch):
-                    arr = np.asarray([tokenizer.bos_id, *ids, tokenizer.eos_id], dtype=dtype)
-                    f.write(arr.tobytes())
-                    n_tokens += len(arr)
-                bar.advance(task, len(batch))
-                batch.clear()
+                for ids in tokenizer.encode_batch(texts):
+                    write([tokenizer.bos_id, *ids, tokenizer.eos_id])
+                bar.advance(task, len(texts))
+                texts.clear()
 
             for rec in dataset.records(split):
-                # Chat records render with their role markers; the bos comes from packing, not the template.
-                text = render(rec, template)
-                if rec.get("messages") is not None and tokenizer.bos_id is not None:
-                    text = text.removeprefix(tokenizer.id_to_token(tokenizer.bos_id))
-                batch.append(text)
-                if len(batch) >= batch_records:
+                if rec.get("messages") is not None:  # chat: role markers by id, never parsed from text
                     flush()
+                    write([*tokenizer.encode_chat(rec["messages"]), tokenizer.eos_id])
+                    bar.advance(task)
+                else:
+                    texts.append(rec["text"])
+                    if len(texts) >= batch_records:
+                        flush()
             flush()
         os.replace(tmp, out)
     finally:

@@ -43,6 +43,9 @@ class Tokenizer:
 
     def __init__(self, backend, config: dict | None = None):
         self.backend = backend
+        # Text that merely contains "<|eos|>" is text, not a control token: special tokens enter a sequence
+        # only by id (encode(bos=...), encode_chat). Not saved to tokenizer.json, so transformers is unaffected.
+        self.backend.encode_special_tokens = True
         self.config = config or {}
         self.bos_id = self._special_id("bos_token", BOS)
         self.eos_id = self._special_id("eos_token", EOS)
@@ -122,6 +125,20 @@ class Tokenizer:
     def encode_batch(self, texts: list[str]) -> Iterator[list[int]]:
         for enc in self.backend.encode_batch(texts, add_special_tokens=False):
             yield enc.ids
+
+    def encode_chat(self, messages: list[dict], *, add_generation_prompt: bool = False) -> list[int]:
+        """Token ids of the chat template's rendering, built per message so that message content can never
+        inject a role or end-of-turn token."""
+        ids = [self.bos_id] if self.bos_id is not None else []
+        end = self.backend.token_to_id(END_OF_TURN)
+        for m in messages:
+            role = self.backend.token_to_id(f"<|{m['role']}|>")
+            if role is None:
+                raise ModelError(f"unknown chat role {m['role']!r}", hint=f"roles are {', '.join(ROLES)}")
+            ids += [role, *self.encode("\n" + m["content"]), end, *self.encode("\n")]
+        if add_generation_prompt:
+            ids += [self.backend.token_to_id("<|assistant|>"), *self.encode("\n")]
+        return ids
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
