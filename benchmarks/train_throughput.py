@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,16 +24,6 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny-code-stdlib.yaml"))
@@ -45,9 +34,11 @@ def main() -> None:
 
     import transformers
 
+    from lmforge.io import machine_name as cpu_name
     from lmforge.train.precision import autocast, resolve_precision
     from lmforge.train.recipe import load_recipe
-    from lmforge.train.trainer import compile_model, make_optimizer, train_step
+    from lmforge.train.optim import make_optimizer
+    from lmforge.train.trainer import compile_model, train_step
 
     recipe = load_recipe(args.recipe)
     spec = recipe.train

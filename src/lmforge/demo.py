@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 DEMO_PROMPTS = [
-    "def fibonacci(n):\n",
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     "import os\n\n\ndef list_python_files(root):\n",
     "class Stack:\n    def __init__(self):\n",
-    "    for i in range(len(items)):\n",
+    "    def __repr__(self):\n",
 ]
 TARGET_BPB = 1.25
 
@@ -18,6 +18,7 @@ TARGET_BPB = 1.25
 def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, console=None,
              prompts=DEMO_PROMPTS) -> dict:
     from lmforge.data.corpora import cached_corpus
+    from lmforge.io import machine_name
     from lmforge.data.dataset import Dataset
     from lmforge.infer.engine import generate_text
     from lmforge.model.hf import load_pretrained
@@ -46,8 +47,8 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
     def measure_start(prep, model, val_windows, bytes_per_token):
         before["model"] = evaluate_loss(model, val_windows, bytes_per_token,
                                         max_tokens=recipe.train.final_eval_tokens, precision=recipe.train.precision)
-        n = before["model"]["tokens"] + 1  # the windows' targets span the first n tokens
-        before["unigram"] = unigram_baseline(val_windows.tokens[1:n], bytes_per_token, prep.tokenizer.vocab_size)
+        targets = val_windows.targets(recipe.train.final_eval_tokens)
+        before["unigram"] = unigram_baseline(targets, bytes_per_token, prep.tokenizer.vocab_size)
         say(f"    {model.config.num_parameters():,} parameters; train {len(prep.train_tokens):,} tokens, "
             f"validation {len(prep.val_tokens):,} tokens")
 
@@ -62,6 +63,8 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
         "model": str(result["model"]),
         "steps": result["steps"],
         "train_seconds": result["train_seconds"],
+        "device": f"{machine_name()}, {result['threads']} threads, {result['precision']}"
+                  f"{', torch.compile' if result['compiled'] else ''}",
         "total_seconds": time.perf_counter() - t0,
         "validation": {"random_init": before["model"], "unigram": before["unigram"],
                        "trained": result["validation"]},
@@ -89,7 +92,8 @@ def render_report(report: dict, console) -> None:
     bpb = v["trained"]["bpb"]
     verdict = "[green]met[/]" if bpb <= report["target_bpb"] else "[red]not met[/]"
     console.print(f"goal <= {report['target_bpb']} bits/byte: {verdict} ({bpb:.3f}); training took "
-                  f"{report['train_seconds'] / 60:.1f} min, the whole demo {report['total_seconds'] / 60:.1f} min")
+                  f"{report['train_seconds'] / 60:.1f} min, the whole demo {report['total_seconds'] / 60:.1f} min "
+                  f"on {report['device']}")
     for item in report["completions"]:
         console.rule()
         console.print(item["prompt"], end="", markup=False, highlight=False, style="bold")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import tiny_recipe
 
+from lmforge.data.loader import TokenWindows
 from lmforge.model.hf import load_pretrained
 from lmforge.train.recipe import parse_recipe
 from lmforge.train.trainer import train
@@ -30,7 +31,9 @@ def test_learns_far_below_unigram_baseline(trained):
     ds = resolve_dataset(recipe.data)
     val = open_tokens(pack_split(ds, tok, "validation", tokenizer_hash=tokenizer_hash(recipe.tokenizer.path),
                                  progress=False))
-    baseline = unigram_baseline(val[1:result["validation"]["tokens"] + 1], byte_lengths(tok), tok.vocab_size)
+    targets = TokenWindows(val, recipe.train.seq_len).targets(recipe.train.final_eval_tokens)
+    assert len(targets) == result["validation"]["tokens"]
+    baseline = unigram_baseline(targets, byte_lengths(tok), tok.vocab_size)
     assert result["validation"]["loss"] < baseline["loss"] - 0.5
 
 
@@ -68,12 +71,13 @@ def test_trained_model_matches_transformers(trained):
         assert (ours(ids) - theirs(ids).logits).abs().max().item() <= 1e-4
 
 
-def test_resume_is_exact(small_dataset, small_tokenizer, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_exact(small_dataset, small_tokenizer, tmp_path, optimizer):
     """A run that dies after its step-10 checkpoint and is resumed ends bit-identical to one that never
     stopped (same schedule, same batches, same optimizer state)."""
     import shutil
 
-    raw = tiny_recipe(small_dataset, small_tokenizer, max_steps=20, checkpoint_interval=10)
+    raw = tiny_recipe(small_dataset, small_tokenizer, max_steps=20, checkpoint_interval=10, optimizer=optimizer)
     straight = train(parse_recipe(raw), tmp_path / "a", progress=False)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step-0000020")  # the crash: nothing after step 10 survived
@@ -112,3 +116,35 @@ def test_corrupt_checkpoint_is_skipped(small_dataset, small_tokenizer, tmp_path)
     assert not is_intact(newest) and is_intact(checkpoint_dirs(tmp_path / "r")[0])
     resumed = train(parse_recipe(raw), tmp_path / "r", resume=True, progress=False)
     assert resumed["resumed_from"] == 10
+
+
+def test_muon_steps_hidden_matrices_and_adamw_the_rest():
+    from lmforge.model.config import ModelConfig
+    from lmforge.model.transformer import Transformer
+    from lmforge.train.optim import Muon, make_optimizer
+    from lmforge.train.recipe import TrainSpec
+
+    model = Transformer(ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                    num_attention_heads=2, max_position_embeddings=16))
+    muon, adamw = make_optimizer(model, TrainSpec(optimizer="muon")).optimizers
+    assert isinstance(muon, Muon) and isinstance(adamw, torch.optim.AdamW)
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert id(model.embed_tokens.weight) in in_adamw and id(model.norm.weight) in in_adamw
+    assert id(model.layers[0].mlp.down_proj.weight) in in_muon
+    assert in_muon.isdisjoint(in_adamw) and len(in_muon | in_adamw) == len(list(model.parameters()))
+
+
+def test_newton_schulz_approximates_polar_factor():
+    """Against the closed form U V^T from an SVD: Muon's quintic iteration lands every singular value in
+    roughly [0.7, 1.2] (it trades exactness for speed), and keeps the singular vectors."""
+    from lmforge.train.optim import orthogonalize
+
+    g = torch.randn(48, 80, generator=torch.Generator().manual_seed(0))
+    o = orthogonalize(g)
+    s = torch.linalg.svdvals(o)
+    assert s.min() > 0.6 and s.max() < 1.25
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cos = torch.nn.functional.cosine_similarity((u @ vh).flatten(), o.flatten(), dim=0)
+    assert cos > 0.95
+    assert orthogonalize(g.T).shape == (80, 48)

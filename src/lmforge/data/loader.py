@@ -28,12 +28,18 @@ class TokenWindows:
         return t[:, :-1], t[:, 1:]
 
     def sequential(self, batch_size: int, max_tokens: int | None = None):
-        """Non-overlapping windows from the start, for evaluation: yields (inputs, targets)."""
-        n_windows = (len(self.tokens) - 1) // self.seq_len
-        if max_tokens is not None:
-            n_windows = max(1, min(n_windows, max_tokens // self.seq_len))
+        """Non-overlapping windows for evaluation, yielding (inputs, targets). With `max_tokens` below the
+        split's size, the windows are spread evenly over the whole split, not taken from its start, so a
+        partial evaluation sees every part of the data."""
+        total = (len(self.tokens) - 1) // self.seq_len
+        n_windows = total if max_tokens is None else max(1, min(total, max_tokens // self.seq_len))
+        chosen = np.linspace(0, total - 1, n_windows).round().astype(np.int64)
         for first in range(0, n_windows, batch_size):
-            idx = range(first, min(first + batch_size, n_windows))
-            rows = np.stack([self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1] for i in idx])
+            rows = np.stack([self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1]
+                             for i in chosen[first: first + batch_size]])
             t = torch.from_numpy(rows.astype(np.int64))
             yield t[:, :-1], t[:, 1:]
+
+    def targets(self, max_tokens: int | None = None) -> np.ndarray:
+        """The target tokens `sequential` predicts, in order (for baselines over the same tokens)."""
+        return np.concatenate([y.numpy().ravel() for _, y in self.sequential(64, max_tokens)])

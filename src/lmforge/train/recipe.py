@@ -49,6 +49,9 @@ class TrainSpec(Strict):
     warmup_steps: int = Field(100, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="muon: Muon on hidden matrices, AdamW on embeddings and norms")
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast where the hardware computes bf16 natively, else fp32")

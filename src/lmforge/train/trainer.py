@@ -20,9 +20,10 @@ from lmforge.errors import RecipeError
 from lmforge.io import atomic_write_text
 from lmforge.model.transformer import Transformer
 from lmforge.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
+from lmforge.train.optim import make_optimizer
+from lmforge.train.precision import autocast, resolve_precision
 from lmforge.train.recipe import Recipe, dump_recipe
 from lmforge.train.schedule import lr_at
-from lmforge.train.precision import autocast, resolve_precision
 from lmforge.train.validation import byte_lengths, evaluate_loss
 
 
@@ -34,16 +35,6 @@ def build_model(recipe: Recipe, tokenizer) -> Transformer:
     model = Transformer(config)
     model.reset_parameters(seed=recipe.seed)
     return model
-
-
-def make_optimizer(model: torch.nn.Module, spec) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not norms), as is usual for transformers."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), fused=True)
 
 
 def compile_model(model):
@@ -224,4 +215,5 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
     model_dir = save_pretrained(model, run_dir / "model", tokenizer=prep.tokenizer, lineage=lineage,
                                 generation={"do_sample": True, "temperature": 0.8, "top_p": 0.95})
     return {"model": model_dir, "validation": final, "steps": spec.max_steps, "tokens": tokens_seen,
-            "train_seconds": train_seconds, "resumed_from": start_step}
+            "train_seconds": train_seconds, "resumed_from": start_step, "precision": precision,
+            "compiled": forward is not model, "threads": torch.get_num_threads()}
