@@ -3,7 +3,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -c constraints.txt
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test bench install clean
 

@@ -66,3 +66,10 @@ def test_shipped_recipes_validate():
 
     for path in sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml")):
         assert isinstance(load_recipe(path), Recipe)
+
+
+def test_missing_dataset_stops_before_writing_a_run(tmp_path):
+    path = _write(tmp_path, {"data": {"path": str(tmp_path / "nope")}, "tokenizer": {"vocab_size": 512}})
+    proc = run_cli("train", path, "--out", tmp_path / "run")
+    assert proc.returncode == 2 and "not a dataset directory" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -117,7 +117,6 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
 
     spec = recipe.train
     run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     _check_run_dir(run_dir, recipe, resume)
     torch.set_num_threads(spec.threads or len(os.sched_getaffinity(0)))
 
@@ -136,6 +135,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
     forward = compile_model(model) if spec.compile else model
     if on_prepared is not None:
         on_prepared(prep, model, val_windows, bytes_per_token)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a recipe that fails to prepare leaves nothing behind
     atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
 
     log = _Log(run_dir)
