@@ -50,24 +50,21 @@ def main() -> None:
     data = torch.randint(0, config.vocab_size, (args.steps, B, T + 1), generator=gen)
 
     # --- lmforge: the trainer's own model, optimizer and step function --------------------------
+    # Headline: AdamW, the same optimizer as the peer's loop. The recipe's own optimizer (Muon in the demo
+    # recipe) is timed too, since that is what `lmforge train` runs.
     from lmforge.model.transformer import Transformer
 
-    ours = Transformer(config)
-    ours.reset_parameters(seed=0)
-    ours_opt = make_optimizer(ours, spec)
-    ours_fwd = compile_model(ours) if spec.compile else ours
+    def lmforge_step(optimizer_name: str, compiled: bool):
+        model = Transformer(config)
+        model.reset_parameters(seed=0)
+        opt = make_optimizer(model, spec.model_copy(update={"optimizer": optimizer_name}))
+        forward = compile_model(model) if compiled else model
 
-    def ours_step(i):
-        x = data[i]
-        train_step(ours_fwd, ours_opt, [(x[:, :-1], x[:, 1:])], precision=precision, grad_clip=spec.grad_clip)
+        def step(i):
+            x = data[i]
+            train_step(forward, opt, [(x[:, :-1], x[:, 1:])], precision=precision, grad_clip=spec.grad_clip)
 
-    ours_eager = Transformer(config)
-    ours_eager_opt = make_optimizer(ours_eager, spec)
-
-    def ours_eager_step(i):
-        x = data[i]
-        train_step(ours_eager, ours_eager_opt, [(x[:, :-1], x[:, 1:])], precision=precision,
-                   grad_clip=spec.grad_clip)
+        return step
 
     # --- the peer: a plain loop as the transformers docs write it --------------------------------
     hf_cfg = transformers.LlamaConfig(**{k: v for k, v in config.to_hf().items()
@@ -87,7 +84,12 @@ def main() -> None:
         theirs_opt.step()
         theirs_opt.zero_grad(set_to_none=True)
 
-    contenders = {"lmforge": ours_step, "lmforge_eager": ours_eager_step, "transformers": theirs_step}
+    contenders = {
+        "lmforge": lmforge_step("adamw", spec.compile),
+        "lmforge_eager": lmforge_step("adamw", False),
+        f"lmforge_{spec.optimizer}": lmforge_step(spec.optimizer, spec.compile),
+        "transformers": theirs_step,
+    }
     warmup = {}
     for name, step in contenders.items():  # first steps include torch.compile's one-off compilation
         t0 = time.perf_counter()
@@ -116,6 +118,7 @@ def main() -> None:
                     "python": sys.version.split()[0], "torch": torch.__version__,
                     "transformers": transformers.__version__},
         "config": config.model_dump(), "batch": [B, T], "precision": precision, "compile": spec.compile,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "figures": figures,
         "ratio_lmforge_vs_transformers": ratio,
         "ratio_lmforge_eager_vs_transformers": eager_ratio,
