@@ -82,17 +82,16 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.pos
             k, v = cache.update(self.layer, k, v)
-        if self.n_kv != self.n_heads:  # grouped-query: each key/value head serves a group of query heads
-            k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-
+        # Grouped-query attention: SDPA shares each key/value head across its group of query heads itself
+        # (enable_gqa), which is cheaper than materialising repeated keys and values.
+        gqa = self.n_kv != self.n_heads
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
         else:  # a chunk after a filled cache: query i sees every past key and the chunk up to i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
