@@ -56,7 +56,8 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
 
     say("[bold]4/4 generate[/]: completions of Python prefixes")
     model, tokenizer = load_pretrained(result["model"])
-    completions = [(p, generate_text(model, tokenizer, p, max_tokens=48, temperature=0.3, top_p=0.9, seed=0))
+    completions = [(p, generate_text(model, tokenizer, p, max_tokens=48, temperature=0.3, top_p=0.9,
+                                      repetition_penalty=1.3, seed=0))
                    for p in prompts]
     report = {
         "recipe": recipe.model_dump(mode="json"),

@@ -65,16 +65,18 @@ def test_config_maps_one_to_one(tmp_path):
     assert ModelConfig.from_hf(json.loads((tmp_path / "m" / "config.json").read_text())) == cfg
 
 
-def test_greedy_generation_matches_transformers_generate(tmp_path):
-    """Our KV-cached decoding picks the same tokens as transformers' own cached generate()."""
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_generation_matches_transformers_generate(tmp_path, penalty):
+    """Our KV-cached decoding (with or without a repetition penalty) picks the same tokens as
+    transformers' own cached generate()."""
     torch.manual_seed(3)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**_cfg(CONFIGS[1]))).eval()
     hf.save_pretrained(tmp_path / "h")
     model = load_model(tmp_path / "h")
     prompt = [5, 17, 42, 9, 100]
-    ours = list(generate_ids(model, prompt, max_tokens=30, temperature=0))
+    ours = list(generate_ids(model, prompt, max_tokens=30, temperature=0, repetition_penalty=penalty))
     theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=30, do_sample=False, min_new_tokens=30,
-                         pad_token_id=0)[0, len(prompt):].tolist()
+                         pad_token_id=0, repetition_penalty=penalty)[0, len(prompt):].tolist()
     assert ours == theirs
 
 

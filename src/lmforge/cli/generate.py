@@ -16,6 +16,8 @@ def generate(
     top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest tokens."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same text)."),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=1.0,
+                                             help="Discourage tokens already in the text (1.0 = off)."),
     heal: bool = typer.Option(True, help="Token healing of the prompt's last token."),
 ):
     """Print PROMPT followed by the model's continuation."""
@@ -30,7 +32,7 @@ def generate(
         raise ModelError("no tokenizer.json", where=str(model), hint="the model directory needs its tokenizer files")
     sys.stdout.write(prompt)
     for piece in stream_text(m, tok, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                             top_k=top_k, seed=seed, heal=heal):
+                             top_k=top_k, seed=seed, repetition_penalty=repetition_penalty, heal=heal):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -14,6 +14,16 @@ import torch
 from lmforge.model.transformer import KVCache
 
 
+def penalize_repeats(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (as in transformers and llama.cpp): a token already in the sequence has its
+    logit divided by `penalty` when positive, multiplied when negative."""
+    if penalty == 1.0 or not seen:
+        return logits
+    idx = torch.tensor(sorted(set(seen)), dtype=torch.long)
+    picked = logits[idx]
+    return logits.index_copy(0, idx, torch.where(picked > 0, picked / penalty, picked * penalty))
+
+
 def sample(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int | None,
            generator: torch.Generator | None) -> int:
     """One token id from a 1-D logits vector. temperature 0 is greedy."""
@@ -46,7 +56,7 @@ def heal_prompt(tokenizer, ids: list[int]) -> tuple[list[int], bytes, torch.Tens
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[int], *, max_tokens: int, temperature: float = 0.8, top_p: float = 1.0,
                  top_k: int | None = None, seed: int | None = None, stop_ids: set[int] | frozenset = frozenset(),
-                 first_token_mask: torch.Tensor | None = None) -> Iterator[int]:
+                 first_token_mask: torch.Tensor | None = None, repetition_penalty: float = 1.0) -> Iterator[int]:
     """Yield up to `max_tokens` new token ids after `prompt_ids`, stopping at any of `stop_ids`."""
     model.eval()
     device = next(model.parameters()).device
@@ -54,20 +64,23 @@ def generate_ids(model, prompt_ids: list[int], *, max_tokens: int, temperature: 
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     cache = KVCache(model.config, 1, len(prompt_ids) + max_tokens, dtype, device)
     x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    seen = list(prompt_ids)
     for i in range(max_tokens):
         logits = model(x, cache=cache, last_only=True)[0, -1].float().cpu()
+        logits = penalize_repeats(logits, seen, repetition_penalty)
         if i == 0 and first_token_mask is not None and bool(first_token_mask.any()):
             logits = logits.masked_fill(~first_token_mask, float("-inf"))
         token = sample(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
         if token in stop_ids:
             return
         yield token
+        seen.append(token)
         x = torch.tensor([[token]], dtype=torch.long, device=device)
 
 
 def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, temperature: float = 0.8,
                 top_p: float = 0.95, top_k: int | None = None, seed: int | None = None,
-                heal: bool = True) -> Iterator[str]:
+                repetition_penalty: float = 1.0, heal: bool = True) -> Iterator[str]:
     """Yield the continuation of `prompt` as text pieces, as they are generated."""
     ids = tokenizer.encode(prompt, bos=tokenizer.bos_id is not None)
     mask, drop = None, b""
@@ -77,7 +90,8 @@ def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, tempera
     out: list[int] = []
     emitted = ""
     for token in generate_ids(model, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                              top_k=top_k, seed=seed, stop_ids=stop, first_token_mask=mask):
+                              top_k=top_k, seed=seed, stop_ids=stop, first_token_mask=mask,
+                              repetition_penalty=repetition_penalty):
         out.append(token)
         raw = b"".join(tokenizer.token_bytes[t] for t in out)[len(drop):]
         text = raw.decode("utf-8", errors="replace")
