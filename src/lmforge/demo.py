@@ -22,22 +22,24 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
     from lmforge.data.dataset import Dataset
     from lmforge.infer.engine import generate_text
     from lmforge.model.hf import load_pretrained
-    from lmforge.train.prepare import resolve_tokenizer
+    from lmforge.train.prepare import resolve_dataset, resolve_tokenizer
     from lmforge.train.recipe import load_recipe
     from lmforge.train.trainer import train
+    from lmforge.train.precision import resolve_precision
     from lmforge.train.validation import evaluate_loss, unigram_baseline
 
     say = console.print if console else (lambda *a, **k: None)
     recipe = load_recipe(recipe_path, [f"train.max_steps={max_steps}"] if max_steps else [])
     t0 = time.perf_counter()
 
-    say("[bold]1/4 data[/]: the Python standard library")
-    dataset = Dataset(cached_corpus(recipe.data.corpus or "python-stdlib"))
+    say(f"[bold]1/4 data[/]: {recipe.data.corpus or recipe.data.path}")
+    dataset = resolve_dataset(recipe.data)
     c = dataset.info["counts"]
-    say(f"    {c['records']:,} files, {c['chars'] / 1e6:.1f}M characters, "
-        f"{c['train']:,} train / {c['validation']:,} validation files  ({dataset.path})")
+    say(f"    {c['records']:,} records, {c['chars'] / 1e6:.1f}M characters, "
+        f"{c['train']:,} train / {c['validation']:,} validation  ({dataset.path})")
 
-    say(f"[bold]2/4 tokenizer[/]: byte-level BPE, {recipe.tokenizer.vocab_size or ''} tokens")
+    say(f"[bold]2/4 tokenizer[/]: " + (f"byte-level BPE, {recipe.tokenizer.vocab_size} tokens"
+                                        if recipe.tokenizer.vocab_size else str(recipe.tokenizer.path)))
     tok_dir = resolve_tokenizer(recipe.tokenizer, dataset)
     say(f"    {tok_dir}")
 
@@ -46,7 +48,8 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
 
     def measure_start(prep, model, val_windows, bytes_per_token):
         before["model"] = evaluate_loss(model, val_windows, bytes_per_token,
-                                        max_tokens=recipe.train.final_eval_tokens, precision=recipe.train.precision)
+                                        max_tokens=recipe.train.final_eval_tokens,
+                                        precision=resolve_precision(recipe.train.precision))
         targets = val_windows.targets(recipe.train.final_eval_tokens)
         before["unigram"] = unigram_baseline(targets, bytes_per_token, prep.tokenizer.vocab_size)
         say(f"    {model.config.num_parameters():,} parameters; train {len(prep.train_tokens):,} tokens, "
