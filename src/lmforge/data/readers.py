@@ -108,21 +108,21 @@ def _matches(rel: str, patterns) -> bool:
 
 
 def list_files(root: Path, include=None, exclude=None) -> list[Path]:
+    """Files under `root` matching `include` and not `exclude`, sorted; excluded folders are not entered."""
+    import os
+
     include = list(include or ["*"])
     exclude = list(DEFAULT_EXCLUDE) + list(exclude or [])
     files = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if any(_matches(part, exclude) for part in _prefixes(rel)[:-1]):
-            continue  # inside an excluded folder
-        if path.is_file() and _matches(rel, include) and not _matches(rel, exclude):
-            files.append(path)
-    return files
-
-
-def _prefixes(rel: str) -> list[str]:
-    parts = rel.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for folder, dirs, names in os.walk(root):
+        rel_folder = Path(folder).relative_to(root).as_posix()
+        prefix = "" if rel_folder == "." else rel_folder + "/"
+        dirs[:] = [d for d in dirs if not _matches(prefix + d, exclude)]
+        for name in names:
+            rel = prefix + name
+            if _matches(rel, include) and not _matches(rel, exclude):
+                files.append(Path(folder) / name)
+    return sorted(files)
 
 
 def read_folder(root: Path, include=None, exclude=None, *, skip_invalid: bool = False,
