@@ -17,15 +17,13 @@ TARGET_BPB = 1.25
 
 def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, console=None,
              prompts=DEMO_PROMPTS) -> dict:
-    from lmforge.data.corpora import cached_corpus
-    from lmforge.io import machine_name
-    from lmforge.data.dataset import Dataset
     from lmforge.infer.engine import generate_text
+    from lmforge.io import machine_name, write_json
     from lmforge.model.hf import load_pretrained
+    from lmforge.train.precision import resolve_precision
     from lmforge.train.prepare import resolve_dataset, resolve_tokenizer
     from lmforge.train.recipe import load_recipe
     from lmforge.train.trainer import train
-    from lmforge.train.precision import resolve_precision
     from lmforge.train.validation import evaluate_loss, unigram_baseline
 
     say = console.print if console else (lambda *a, **k: None)
@@ -75,8 +73,6 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
         "target_bpb": TARGET_BPB,
         "completions": [{"prompt": p, "completion": c} for p, c in completions],
     }
-    from lmforge.io import write_json
-
     write_json(out / "demo.json", report)
     return report
 

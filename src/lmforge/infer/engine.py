@@ -7,6 +7,7 @@ require the first generated token to start with its bytes, so the continuation b
 
 from __future__ import annotations
 
+import codecs
 from typing import Iterator
 
 import torch
@@ -87,23 +88,18 @@ def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, tempera
     if heal:
         ids, drop, mask = heal_prompt(tokenizer, ids)
     stop = {t for t in (tokenizer.eos_id,) if t is not None}
-    out: list[int] = []
-    emitted = ""
-    for token in generate_ids(model, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                              top_k=top_k, seed=seed, stop_ids=stop, first_token_mask=mask,
-                              repetition_penalty=repetition_penalty):
-        out.append(token)
-        raw = b"".join(tokenizer.token_bytes[t] for t in out)[len(drop):]
-        text = raw.decode("utf-8", errors="replace")
-        if text.endswith("\ufffd"):
-            continue  # a multi-byte character is still incomplete; wait for its next token
-        if len(text) > len(emitted):
-            yield text[len(emitted):]
-            emitted = text
-    raw = b"".join(tokenizer.token_bytes[t] for t in out)[len(drop):]
-    text = raw.decode("utf-8", errors="replace")
-    if len(text) > len(emitted):
-        yield text[len(emitted):]
+    # An incremental UTF-8 decoder holds back a multi-byte character until its last byte has arrived.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for i, token in enumerate(generate_ids(model, ids, max_tokens=max_tokens, temperature=temperature,
+                                           top_p=top_p, top_k=top_k, seed=seed, stop_ids=stop,
+                                           first_token_mask=mask, repetition_penalty=repetition_penalty)):
+        raw = tokenizer.token_bytes[token]
+        piece = decoder.decode(raw[len(drop):] if i == 0 else raw)
+        if piece:
+            yield piece
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 def generate_text(model, tokenizer, prompt: str, **kwargs) -> str:

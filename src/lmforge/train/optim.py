@@ -39,8 +39,6 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.95, ns_steps: int = 5):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
                                   "ns_steps": ns_steps})
-        native = cpu_has_native_bf16() or torch.cuda.is_available()
-        self.ns_dtype = torch.bfloat16 if native else torch.float32
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,7 +49,9 @@ class Muon(torch.optim.Optimizer):
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.mul_(mu).add_(p.grad)
-                update = orthogonalize(p.grad.add(buf, alpha=mu), group["ns_steps"], self.ns_dtype)
+                native_bf16 = p.is_cuda or (p.device.type == "cpu" and cpu_has_native_bf16())
+                update = orthogonalize(p.grad.add(buf, alpha=mu), group["ns_steps"],
+                                       torch.bfloat16 if native_bf16 else torch.float32)
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # RMS of an AdamW update
 

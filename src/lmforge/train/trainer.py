@@ -193,15 +193,13 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
                     save_checkpoint(run_dir, done, model, optimizer, {"tokens": tokens_seen},
                                     keep=spec.keep_checkpoints)
                 bar.update(task, completed=done, loss=loss, tps=tps, val=val_text)
+        train_seconds = time.perf_counter() - t0
+        final = evaluate_loss(model, val_windows, bytes_per_token, max_tokens=spec.final_eval_tokens,
+                              precision=precision)
+        log.metric(step=spec.max_steps, final_val_loss=final["loss"], final_val_bpb=final["bpb"],
+                   val_tokens=final["tokens"])
     finally:
         log.close()
-    train_seconds = time.perf_counter() - t0
-
-    final = evaluate_loss(model, val_windows, bytes_per_token, max_tokens=spec.final_eval_tokens,
-                          precision=precision)
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": spec.max_steps, "final_val_loss": final["loss"], "final_val_bpb": final["bpb"],
-                            "val_tokens": final["tokens"]}) + "\n")
     lineage = {
         "lmforge_version": __version__,
         "dataset": {"path": str(prep.dataset.path), "content_hash": prep.dataset.content_hash},
