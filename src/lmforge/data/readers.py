@@ -60,7 +60,7 @@ def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON ({e.msg} at column {e.colno})", where=where) from None
+                raise DataError(f"malformed JSON ({e.msg}: column {e.colno})", where=where) from None
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where)
             yield _record(obj, where, text_field, f"{path.name}:{lineno}", str(path))
