@@ -123,3 +123,10 @@ class Dataset:
                 for rec in batch.to_pylist():
                     if split is None or rec["split"] == split:
                         yield rec
+
+
+def record_text(record: dict) -> str:
+    """The text a record contributes to curation: `text`, or a chat's message contents joined by newlines."""
+    if record.get("messages") is not None:
+        return "\n".join(m["content"] for m in record["messages"])
+    return record["text"]
