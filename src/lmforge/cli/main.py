@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import data, demo, generate, tokenizer, train
+from lmforge.cli import curate, data, demo, generate, tokenizer, train
 
 app = typer.Typer(
     name="lmforge",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(tokenizer.app, name="tokenizer")
+app.command("curate")(curate.curate)
 app.command("train")(train.train)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from lmforge.errors import RecipeError
+from lmforge.config import Strict, apply_override, dump, load_yaml, validate
 from lmforge.model.config import ModelConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DataSpec(Strict):
@@ -74,60 +69,9 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
 
 
-def _valid_keys(model: type[BaseModel], loc: tuple) -> tuple[str, list[str]]:
-    """The section a validation error points into and that section's valid keys."""
-    cls: Any = model
-    for part in loc[:-1]:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            break
-        cls = field.annotation
-    return ".".join(map(str, loc[:-1])) or "recipe", sorted(cls.model_fields)
-
-
-def format_errors(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not str(x).startswith("function-"))
-        key = ".".join(map(str, loc))
-        if e["type"] == "extra_forbidden":
-            section, keys = _valid_keys(Recipe, loc)
-            parts.append(f"unknown key '{key}'; valid keys in {section}: {', '.join(keys)}")
-        elif e["type"] == "missing":
-            parts.append(f"missing key '{key}'")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
-            parts.append(f"'{key}': {msg}{got}" if key else msg)
-    return f"{source}: " + "; ".join(parts)
-
-
-def apply_override(data: dict, assignment: str) -> None:
-    """`train.lr=1e-3` sets data["train"]["lr"] = 0.001 (the value is parsed as YAML)."""
-    if "=" not in assignment:
-        raise RecipeError(f"--set {assignment!r} is not KEY=VALUE", hint="e.g. --set train.max_steps=100")
-    key, raw = assignment.split("=", 1)
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"--set {key}: '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError("no such recipe file", where=str(path))
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"not valid YAML ({getattr(e, 'problem', e)})", where=where) from None
-    if not isinstance(data, dict):
-        raise RecipeError("a recipe must be a YAML mapping", where=str(path))
+    data = load_yaml(path)
     data.setdefault("name", path.stem)
     for assignment in overrides or []:
         apply_override(data, assignment)
@@ -135,11 +79,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as e:
-        raise RecipeError(format_errors(e, source)) from None
+    return validate(Recipe, data, source)
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    return dump(recipe)

@@ -1,0 +1,102 @@
+"""YAML recipes validated by pydantic, shared by every stage: loading, `--set` overrides and one-line errors
+that name the key and list the valid ones."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lmforge.errors import RecipeError
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `Model`, `Model | None` or `list[Model]`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _valid_keys(root: type[BaseModel], loc: tuple) -> tuple[str, list[str]]:
+    """The section a validation error points into and that section's valid keys."""
+    cls: type[BaseModel] = root
+    for part in loc[:-1]:
+        if isinstance(part, int):           # an item of a list section
+            continue
+        field = cls.model_fields.get(part)
+        sub = _submodel(field.annotation) if field is not None else None
+        if sub is None:
+            break
+        cls = sub
+    return ".".join(map(str, loc[:-1])) or "recipe", sorted(cls.model_fields)
+
+
+def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> str:
+    parts = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not str(x).startswith("function-"))
+        key = ".".join(map(str, loc))
+        if e["type"] == "extra_forbidden":
+            section, keys = _valid_keys(root, loc)
+            parts.append(f"unknown key '{key}'; valid keys in {section}: {', '.join(keys)}")
+        elif e["type"] == "missing":
+            parts.append(f"missing key '{key}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
+            parts.append(f"'{key}': {msg}{got}" if key else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """`train.lr=1e-3` sets data["train"]["lr"] = 0.001 (the value is parsed as YAML)."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r} is not KEY=VALUE", hint="e.g. --set train.max_steps=100")
+    key, raw = assignment.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {key}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file, or a RecipeError that points at the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("no such recipe file", where=str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"not valid YAML ({getattr(e, 'problem', e)})", where=where) from None
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe must be a YAML mapping", where=str(path))
+    return data
+
+
+def validate(model: type[BaseModel], data: dict, source: str = "recipe"):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(format_errors(e, source, model)) from None
+
+
+def dump(recipe: BaseModel) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
