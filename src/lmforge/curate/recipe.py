@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from lmforge.config import Strict, apply_override, load_yaml, validate
 
@@ -90,6 +90,11 @@ class Step(Strict):
         if len(given) != 1:
             raise ValueError(f"a step is one of {', '.join(STEP_TYPES)}; got {given or 'none'}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _as_one_key(self, handler):
+        # Dumped as written (`{near_dedup: {...}}`), so a saved recipe validates again.
+        return {self.kind: handler(self)[self.kind]}
 
     @property
     def kind(self) -> str:
