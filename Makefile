@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/lmforge demo --out runs/demo
 
 test: install chromium
-	$(BIN)/pytest -q
+	LMFORGE_REQUIRE_BROWSER=1 $(BIN)/pytest -q
 
 bench: install chromium
 	$(BIN)/python benchmarks/train_throughput.py

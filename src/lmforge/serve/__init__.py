@@ -1,0 +1,1 @@
+"""HTTP services: the studio's JSON API and its built front end (`serve.studio`)."""

@@ -1,0 +1,790 @@
+// lmforge studio: a WebGL map of a dataset. Points are drawn by regl-scatterplot from typed arrays the API
+// serves; text, search, tags and exports go through the API on demand.
+
+import createScatterplot from 'regl-scatterplot';
+import './style.css';
+import * as api from './api';
+import type { Column, ColumnDesc, Meta, Topic } from './api';
+import { BOOL_COLORS, GROUP_COLORS, GROUP_NAMES, RAMP_CSS, categorical, ramp } from './colors';
+import { HoverCard } from './hover';
+import { LabelLayer, type PlacedTopic, shortLabel } from './labels';
+import { linearScale } from './scale';
+
+type Scatterplot = ReturnType<typeof createScatterplot>;
+
+// ------------------------------------------------------------------------------------------ test/bench hooks
+interface Hooks {
+  ready: boolean;
+  error: string | null;
+  firstDrawMs: number | null;
+  frames: number;
+  draws: number;
+  n: number;
+  [key: string]: unknown;
+}
+declare global {
+  interface Window {
+    __lmforge: Hooks;
+  }
+}
+const hooks: Hooks = { ready: false, error: null, firstDrawMs: null, frames: 0, draws: 0, n: 0 };
+window.__lmforge = hooks;
+const countFrames = () => {
+  hooks.frames++;
+  requestAnimationFrame(countFrames);
+};
+requestAnimationFrame(countFrames);
+
+const NICE: Record<string, string> = { short_answer: 'short answers', contaminated: 'contaminated records' };
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+const fmt = (v: number) => v.toLocaleString('en-US');
+
+function setStatus(text: string, error = false): void {
+  const s = $('message');
+  s.textContent = text;
+  s.classList.toggle('error', error);
+}
+
+// ------------------------------------------------------------------------------------------ the studio
+class Studio {
+  private sp!: Scatterplot;
+  private pts: number[][];
+  private n: number;
+  private cols: Map<string, ColumnDesc>;
+  private xScale = linearScale();
+  private yScale = linearScale();
+  private labels!: LabelLayer;
+  private hover!: HoverCard;
+  private topicsByKey = new Map<string, Topic>();
+  private spatialIndex: ArrayBuffer | undefined;
+  private zType: 'categorical' | 'continuous' = 'categorical';
+  private drawing: Promise<void> | null = null;
+  private pendingDraw = false;
+  private selection: number[] = [];
+  private visible: number[] | null = null;
+  private searchRows: number[] | null = null;
+  private colorBy = '';
+  private shownColorBy = '';
+  private basePointSize: number;
+  private performanceMode: boolean;
+  private baseOpacity: number;
+  private mouse = { x: 0, y: 0 };
+  private norm: (x: number, y: number) => [number, number];
+
+  constructor(
+    private meta: Meta,
+    topics: Topic[],
+    xs: Column,
+    ys: Column,
+  ) {
+    this.n = meta.records;
+    this.cols = new Map(meta.columns.map((c) => [c.name, c]));
+    const xd = this.cols.get('x')!;
+    const yd = this.cols.get('y')!;
+    // fit the map into [-1, 1] keeping its aspect ratio
+    const cx = ((xd.min ?? 0) + (xd.max ?? 0)) / 2;
+    const cy = ((yd.min ?? 0) + (yd.max ?? 0)) / 2;
+    const half = (Math.max((xd.max ?? 1) - (xd.min ?? 0), (yd.max ?? 1) - (yd.min ?? 0)) / 2) * 1.04 || 1;
+    this.norm = (x, y) => [(x - cx) / half, (y - cy) / half];
+    this.pts = new Array(this.n);
+    for (let i = 0; i < this.n; i++) {
+      this.pts[i] = [(xs[i] - cx) / half, (ys[i] - cy) / half, 0, 1];
+    }
+    for (const t of topics) this.topicsByKey.set(`${t.level}:${t.cluster}`, t);
+    const placed: PlacedTopic[] = topics.map((t) => {
+      const [nx, ny] = this.norm(t.x, t.y);
+      return { ...t, nx, ny };
+    });
+    const params = new URLSearchParams(window.location.search);
+    this.basePointSize =
+      Number(params.get('pointSize')) || (this.n > 400_000 ? 1.5 : this.n > 100_000 ? 2 : this.n > 20_000 ? 3 : 4.5);
+    this.performanceMode = params.has('performance') ? params.get('performance') !== '0' : this.n > 3_000_000;
+    this.baseOpacity = this.n > 200_000 ? 0.55 : this.n > 20_000 ? 0.75 : 0.9;
+    this.labels = new LabelLayer($('labels'), placed, meta.levels);
+    this.hover = new HoverCard($('hover'), (p) => this.topicPath(p));
+  }
+
+  async start(): Promise<void> {
+    const canvas = $<HTMLCanvasElement>('canvas');
+    const stage = $('stage');
+    const { width, height } = stage.getBoundingClientRect();
+    this.sp = createScatterplot({
+      canvas,
+      width,
+      height,
+      xScale: this.xScale as never,
+      yScale: this.yScale as never,
+      backgroundColor: '#0e1116',
+      pointSize: this.basePointSize,
+      pointSizeSelected: 1,
+      pointOutlineWidth: 1,
+      opacity: this.baseOpacity,
+      opacityInactiveScale: 0.35,
+      pointColorActive: '#ffffff',
+      pointColorHover: '#ffffff',
+      lassoColor: '#ffd43b',
+      lassoMinDelay: 8,
+      lassoMinDist: 2,
+      spatialIndexUseWorker: false, // the worker path clones every point; building inline is faster
+      performanceMode: this.performanceMode, // square points, no blending: for the largest maps
+    });
+    this.sp.subscribe('view', () => {
+      this.hover.hide(); // the point under the card has moved away
+      this.scheduleLabels();
+    });
+    this.sp.subscribe('draw', () => {
+      hooks.draws++;
+    });
+    this.sp.subscribe('select', ({ points }) => this.onSelect(points));
+    this.sp.subscribe('deselect', () => this.onSelect([]));
+    this.sp.subscribe('pointOver', (i) => this.hover.show(i, this.mouse.x, this.mouse.y));
+    this.sp.subscribe('pointOut', () => this.hover.hide());
+    canvas.addEventListener('mousemove', (ev) => {
+      const r = canvas.getBoundingClientRect();
+      this.mouse = { x: ev.clientX - r.left, y: ev.clientY - r.top };
+      this.hover.place(this.mouse.x, this.mouse.y);
+      stage.classList.toggle('over-label', this.labels.pointAt(this.mouse.x, this.mouse.y));
+    });
+    // a click on a label zooms to its topic (Shift: selects it); caught before the map's own click handler
+    let down = [0, 0];
+    stage.addEventListener('mousedown', (ev) => (down = [ev.clientX, ev.clientY]), { capture: true });
+    stage.addEventListener(
+      'click',
+      (ev) => {
+        if (Math.hypot(ev.clientX - down[0], ev.clientY - down[1]) >= 4) return;
+        const r = canvas.getBoundingClientRect();
+        const topic = this.labels.hit(ev.clientX - r.left, ev.clientY - r.top);
+        if (!topic || ev.target !== canvas) return;
+        ev.stopPropagation();
+        this.onLabelClick(topic, ev);
+      },
+      { capture: true },
+    );
+    canvas.addEventListener('mousedown', () => this.hover.hide());
+    canvas.addEventListener('mouseleave', () => this.hover.hide());
+    new ResizeObserver(() => {
+      const r = stage.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0) this.sp.set({ width: r.width, height: r.height });
+      this.scheduleLabels();
+    }).observe(stage);
+
+    this.buildPanel();
+    const first = this.cols.has('cluster_0') ? 'cluster_0' : [...this.cols.values()].find((c) => c.kind !== 'coord')?.name;
+    if (first) {
+      await this.setColorBy(first, false);
+    }
+    const drawn = new Promise<void>((resolve) => this.sp.subscribe('draw', () => resolve(), 1));
+    await this.redraw();
+    await drawn;
+    this.spatialIndex = this.sp.get('spatialIndex');
+    hooks.firstDrawMs = performance.now();
+    this.updateLabels();
+    this.updateCounts();
+    $('loading').classList.add('hidden');
+    void this.refreshTags();
+    this.installHooks();
+    hooks.ready = true;
+  }
+
+  // ------------------------------------------------------------------------------- drawing
+  /** Redraw with the current colours and highlights; calls made while drawing are coalesced into one. */
+  private redraw(): Promise<void> {
+    if (this.drawing) {
+      this.pendingDraw = true;
+      return this.drawing;
+    }
+    this.drawing = (async () => {
+      do {
+        this.pendingDraw = false;
+        await this.sp.draw(this.pts, {
+          zDataType: this.zType,
+          wDataType: 'categorical',
+          spatialIndex: this.spatialIndex,
+          preventFilterReset: true,
+          ...(this.selection.length ? { select: this.selection } : {}),
+        });
+      } while (this.pendingDraw);
+    })().finally(() => {
+      this.drawing = null;
+    });
+    return this.drawing;
+  }
+
+  private labelFrame = 0;
+  private scheduleLabels(): void {
+    if (this.labelFrame) return;
+    this.labelFrame = requestAnimationFrame(() => {
+      this.labelFrame = 0;
+      this.updateLabels();
+    });
+  }
+
+  private zoom(): number {
+    const cam = this.sp.get('camera') as { distance: number[] };
+    return 1 / cam.distance[0];
+  }
+
+  private updateLabels(): void {
+    const r = $('stage').getBoundingClientRect();
+    this.labels.update(this.xScale, this.yScale, r.width, r.height, this.zoom());
+    $('zoom').textContent = `zoom ${this.zoom().toFixed(1)}× · topic level ${this.labels.level}`;
+  }
+
+  private topicPath(p: Record<string, unknown>): string {
+    const parts: string[] = [];
+    for (let k = 0; k < this.meta.levels; k++) {
+      const t = this.topicsByKey.get(`${k}:${p[`cluster_${k}`]}`);
+      if (t) parts.push(shortLabel(t.label, 30));
+    }
+    return parts.join(' › ');
+  }
+
+  // ------------------------------------------------------------------------------- colour
+  private async setColorBy(name: string, draw = true): Promise<void> {
+    const desc = this.cols.get(name);
+    if (!desc) return;
+    this.colorBy = name;
+    const data = await api.column(desc);
+    if (this.colorBy !== name) return; // another choice arrived meanwhile
+    const pts = this.pts;
+    let colors: string[];
+    if (desc.kind === 'numeric') {
+      const q = quantiles(data, 256);
+      for (let i = 0; i < this.n; i++) pts[i][2] = quantileOf(q, data[i]);
+      colors = ramp(64);
+      this.zType = 'continuous';
+    } else {
+      for (let i = 0; i < this.n; i++) pts[i][2] = data[i];
+      colors =
+        desc.kind === 'bool' ? BOOL_COLORS : desc.kind === 'group' ? GROUP_COLORS : categorical(desc.categories?.length ?? 1);
+      this.zType = 'categorical';
+    }
+    await this.sp.set({ colorBy: 'valueA', pointColor: colors });
+    this.renderLegend(desc, data, colors);
+    if (draw) await this.redraw();
+    this.shownColorBy = name;
+  }
+
+  private renderLegend(desc: ColumnDesc, data: Column, colors: string[]): void {
+    const legend = $('legend');
+    legend.replaceChildren();
+    if (desc.kind === 'numeric') {
+      const q = quantiles(data, 4);
+      const bar = document.createElement('div');
+      bar.className = 'ramp';
+      bar.style.background = RAMP_CSS;
+      const ticks = document.createElement('div');
+      ticks.className = 'ramp-ticks';
+      for (const v of [q[0], q[2], q[4]]) {
+        const s = document.createElement('span');
+        s.textContent = desc.integer ? fmt(Math.round(v)) : v.toFixed(2);
+        ticks.append(s);
+      }
+      const note = document.createElement('div');
+      note.className = 'hint';
+      note.textContent = 'colour by rank: min · median · max';
+      legend.append(bar, ticks, note);
+      return;
+    }
+    const k = colors.length;
+    const counts = new Array(Math.max(k, desc.categories?.length ?? 0)).fill(0);
+    for (let i = 0; i < data.length; i++) counts[data[i]]++;
+    const names = (c: number): string => {
+      if (desc.kind === 'bool') return c ? 'yes' : 'no';
+      if (desc.kind === 'group') return GROUP_NAMES[c];
+      const cat = desc.categories?.[c];
+      if (desc.kind === 'cluster') {
+        const t = this.topicsByKey.get(`${desc.level}:${cat}`);
+        return t ? shortLabel(t.label, 34) : `cluster ${cat}`;
+      }
+      return String(cat === '' ? '(none)' : cat);
+    };
+    const order = counts.map((c, i) => [c, i]).filter(([c]) => c > 0).sort((a, b) => b[0] - a[0]);
+    for (const [count, code] of order.slice(0, 14)) {
+      const item = document.createElement('button');
+      item.className = 'legend-item';
+      item.title = 'select these points';
+      item.dataset.code = String(code);
+      const sw = document.createElement('span');
+      sw.className = 'swatch';
+      sw.style.background = colors[code % colors.length];
+      const label = document.createElement('span');
+      label.className = 'legend-label';
+      label.textContent = names(code);
+      const cnt = document.createElement('span');
+      cnt.className = 'count';
+      cnt.textContent = fmt(count);
+      item.append(sw, label, cnt);
+      item.addEventListener('click', () => this.selectWhere(data, code));
+      legend.append(item);
+    }
+    if (order.length > 14) {
+      const more = document.createElement('div');
+      more.className = 'hint';
+      more.textContent = `… and ${fmt(order.length - 14)} more`;
+      legend.append(more);
+    }
+  }
+
+  private selectWhere(data: Column, code: number): void {
+    const rows: number[] = [];
+    const vis = this.visibleMask();
+    for (let i = 0; i < this.n; i++) if (data[i] === code && (!vis || vis[i])) rows.push(i);
+    this.sp.select(rows);
+  }
+
+  // ------------------------------------------------------------------------------- search
+  private async runSearch(q: string): Promise<void> {
+    q = q.trim();
+    if (!q) {
+      this.clearSearch();
+      return;
+    }
+    setStatus(`searching for “${q}”…`);
+    try {
+      const res = await api.search(q);
+      for (let i = 0; i < this.n; i++) this.pts[i][3] = 0;
+      for (const r of res.rows) this.pts[r][3] = 1;
+      await this.sp.set({
+        opacityBy: 'valueB',
+        sizeBy: 'valueB',
+        opacity: [0.06, 1] as never,
+        pointSize: [this.basePointSize, this.basePointSize + 2.5] as never,
+      });
+      await this.redraw();
+      const shown = res.truncated ? `${fmt(res.rows.length)} of ${fmt(res.count)}` : fmt(res.count);
+      $('search-result').textContent = `${shown} match${res.count === 1 ? '' : 'es'}`;
+      $('search-actions').classList.toggle('hidden', res.count === 0);
+      this.searchRows = res.rows; // (the test hook sees the search once it is drawn)
+      setStatus('');
+    } catch (e) {
+      setStatus(`search failed: ${(e as Error).message}`, true);
+    }
+  }
+
+  private async clearSearch(): Promise<void> {
+    this.searchRows = null;
+    for (let i = 0; i < this.n; i++) this.pts[i][3] = 1;
+    await this.sp.set({ opacityBy: null, sizeBy: null, opacity: this.baseOpacity, pointSize: this.basePointSize });
+    $('search-result').textContent = '';
+    $('search-actions').classList.add('hidden');
+    await this.redraw();
+  }
+
+  // ------------------------------------------------------------------------------- filters
+  private visibleMask(): Uint8Array | null {
+    if (!this.visible) return null;
+    const m = new Uint8Array(this.n);
+    for (const i of this.visible) m[i] = 1;
+    return m;
+  }
+
+  private async applyFilters(): Promise<void> {
+    const mask = new Uint8Array(this.n).fill(1);
+    let active = false;
+    for (const box of document.querySelectorAll<HTMLInputElement>('input[data-hide]')) {
+      if (!box.checked) continue;
+      const desc = this.cols.get(box.dataset.hide!)!;
+      const data = await api.column(desc);
+      const drop = desc.kind === 'group' ? 2 : 1; // redundant copies / true flags
+      for (let i = 0; i < this.n; i++) if (data[i] === drop) mask[i] = 0;
+      active = true;
+    }
+    for (const row of document.querySelectorAll<HTMLElement>('[data-range]')) {
+      const [lo, hi] = [...row.querySelectorAll<HTMLInputElement>('input')].map((e) =>
+        e.value.trim() === '' ? null : Number(e.value),
+      );
+      if ((lo === null || Number.isNaN(lo)) && (hi === null || Number.isNaN(hi))) continue;
+      const data = await api.column(this.cols.get(row.dataset.range!)!);
+      const min = lo ?? -Infinity;
+      const max = hi ?? Infinity;
+      for (let i = 0; i < this.n; i++) if (data[i] < min || data[i] > max) mask[i] = 0;
+      active = true;
+    }
+    const source = $<HTMLSelectElement>('filter-source');
+    if (source && source.value !== '') {
+      const data = await api.column(this.cols.get('source')!);
+      const code = Number(source.value);
+      for (let i = 0; i < this.n; i++) if (data[i] !== code) mask[i] = 0;
+      active = true;
+    }
+    if (!active) {
+      this.visible = null;
+      await this.sp.unfilter();
+    } else {
+      const rows: number[] = [];
+      for (let i = 0; i < this.n; i++) if (mask[i]) rows.push(i);
+      this.visible = rows;
+      await this.sp.filter(rows);
+    }
+    this.updateCounts();
+  }
+
+  private updateCounts(): void {
+    const shown = this.visible ? this.visible.length : this.n;
+    $('shown').textContent =
+      shown === this.n ? `${fmt(this.n)} records` : `${fmt(shown)} of ${fmt(this.n)} records shown`;
+  }
+
+  // ------------------------------------------------------------------------------- selection and tags
+  private onSelect(points: number[]): void {
+    this.selection = [...points].sort((a, b) => a - b);
+    const k = this.selection.length;
+    $('selection-count').textContent = k ? `${fmt(k)} selected` : 'nothing selected';
+    for (const id of ['tag-add', 'export-selection', 'clear-selection']) $<HTMLButtonElement>(id).disabled = k === 0;
+  }
+
+  private onLabelClick(t: PlacedTopic, ev: MouseEvent): void {
+    const desc = this.cols.get(`cluster_${t.level}`);
+    if (!desc) return;
+    void api.column(desc).then((data) => {
+      const code = desc.categories!.indexOf(t.cluster);
+      const rows: number[] = [];
+      for (let i = 0; i < this.n; i++) if (data[i] === code) rows.push(i);
+      if (ev.shiftKey) this.sp.select(rows);
+      else void this.sp.zoomToPoints(rows, { padding: 0.3, transition: true, transitionDuration: 400 });
+    });
+  }
+
+  private async refreshTags(): Promise<void> {
+    const list = $('tags');
+    try {
+      const { tags } = await api.listTags();
+      list.replaceChildren();
+      if (!tags.length) {
+        list.innerHTML = '<div class="hint">no tags yet: select points, name a tag, press Tag</div>';
+      }
+      for (const t of tags) {
+        const row = document.createElement('div');
+        row.className = 'tag';
+        row.dataset.tag = t.name;
+        const name = document.createElement('span');
+        name.className = 'tag-name';
+        name.textContent = t.name;
+        const count = document.createElement('span');
+        count.className = 'count';
+        count.textContent = fmt(t.count);
+        const sel = button('select', 'select the tagged points', async () => {
+          const { rows } = await api.tagRows(t.name);
+          this.sp.select(rows);
+        });
+        const exp = document.createElement('a');
+        exp.className = 'btn small';
+        exp.textContent = 'export';
+        exp.href = api.exportTagUrl(t.name);
+        exp.download = `${t.name}.jsonl`;
+        exp.title = 'download the tagged records as JSONL';
+        let armed = false;
+        const del = button('×', 'delete this tag (click twice)', async () => {
+          if (!armed) {
+            armed = true;
+            del.textContent = 'delete?';
+            setTimeout(() => {
+              armed = false;
+              del.textContent = '×';
+            }, 3000);
+            return;
+          }
+          await api.deleteTag(t.name);
+          await this.refreshTags();
+        });
+        row.append(name, count, sel, exp, del);
+        list.append(row);
+      }
+    } catch (e) {
+      setStatus(`could not read tags: ${(e as Error).message}`, true);
+    }
+  }
+
+  private async tagSelection(): Promise<void> {
+    const name = $<HTMLInputElement>('tag-name').value.trim();
+    if (!name) {
+      setStatus('name the tag first', true);
+      $('tag-name').focus();
+      return;
+    }
+    try {
+      const res = await api.updateTag(name, this.selection, 'add');
+      setStatus(`tagged ${fmt(this.selection.length)} records as “${name}” (${fmt(res.count)} in the tag)`);
+      await this.refreshTags();
+    } catch (e) {
+      setStatus(`tagging failed: ${(e as Error).message}`, true);
+    }
+  }
+
+  private async exportSelection(): Promise<void> {
+    try {
+      const name = $<HTMLInputElement>('tag-name').value.trim() || 'selection';
+      const blob = await api.exportRows(this.selection, name);
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `${name.replace(/[^A-Za-z0-9._-]+/g, '_')}.jsonl`;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    } catch (e) {
+      setStatus(`export failed: ${(e as Error).message}`, true);
+    }
+  }
+
+  // ------------------------------------------------------------------------------- the panel
+  private buildPanel(): void {
+    const m = this.meta;
+    $('map-name').textContent = m.map.split('/').filter(Boolean).pop() ?? 'map';
+    $('map-name').title = `${m.map}\ndataset: ${m.dataset}`;
+
+    // colour by
+    const colorSel = $<HTMLSelectElement>('color-by');
+    const group = (label: string) => {
+      const g = document.createElement('optgroup');
+      g.label = label;
+      colorSel.append(g);
+      return g;
+    };
+    const add = (g: HTMLElement, value: string, text: string) => {
+      const o = document.createElement('option');
+      o.value = value;
+      o.textContent = text;
+      g.append(o);
+    };
+    const clusters = [...this.cols.values()].filter((c) => c.kind === 'cluster').sort((a, b) => a.level! - b.level!);
+    if (clusters.length) {
+      const g = group('topics');
+      for (const c of clusters) add(g, c.name, `topic, level ${c.level} (${fmt(c.categories!.length)})`);
+    }
+    const cats = [...this.cols.values()].filter((c) => c.kind === 'category');
+    if (cats.length) {
+      const g = group('record');
+      for (const c of cats) add(g, c.name, c.name);
+    }
+    const signals = [...this.cols.values()].filter((c) => ['numeric', 'bool', 'group'].includes(c.kind));
+    if (signals.length) {
+      const g = group('signals');
+      for (const c of signals) add(g, c.name, c.kind === 'group' ? `${c.name.replace('_', ' ')} (is redundant)` : c.name.replace('_', ' '));
+    }
+    colorSel.addEventListener('change', () => void this.setColorBy(colorSel.value));
+
+    // filters
+    const filters = $('filters');
+    for (const c of this.cols.values()) {
+      if (c.kind !== 'group' && c.kind !== 'bool') continue;
+      const label = document.createElement('label');
+      label.className = 'check';
+      const box = document.createElement('input');
+      box.type = 'checkbox';
+      box.dataset.hide = c.name;
+      box.id = `hide-${c.name}`;
+      box.addEventListener('change', () => void this.applyFilters());
+      const n = c.kind === 'group' ? c.redundant ?? 0 : c.true ?? 0;
+      const what = c.kind === 'group' ? `${c.name.replace('_dup', '')} duplicates` : NICE[c.name] ?? c.name.replace(/_/g, ' ');
+      label.append(box, document.createTextNode(` hide ${what} `));
+      const cnt = document.createElement('span');
+      cnt.className = 'count';
+      cnt.textContent = fmt(n);
+      label.append(cnt);
+      filters.append(label);
+    }
+    for (const c of this.cols.values()) {
+      if (c.kind !== 'numeric') continue;
+      const row = document.createElement('div');
+      row.className = 'range';
+      row.dataset.range = c.name;
+      const name = document.createElement('span');
+      name.textContent = c.name;
+      const lo = document.createElement('input');
+      const hi = document.createElement('input');
+      for (const [inp, which, v] of [
+        [lo, 'min', c.min],
+        [hi, 'max', c.max],
+      ] as const) {
+        inp.type = 'number';
+        inp.id = `${which}-${c.name}`;
+        inp.placeholder = c.integer ? fmt(v ?? 0) : (v ?? 0).toFixed(2);
+        inp.step = c.integer ? '1' : '0.01';
+        inp.addEventListener('change', () => void this.applyFilters());
+      }
+      const dash = document.createElement('span');
+      dash.textContent = '–';
+      row.append(name, lo, dash, hi);
+      filters.append(row);
+    }
+    const source = this.cols.get('source');
+    if (source?.categories && source.categories.length > 1) {
+      const row = document.createElement('div');
+      row.className = 'range';
+      const name = document.createElement('span');
+      name.textContent = 'source';
+      const sel = document.createElement('select');
+      sel.id = 'filter-source';
+      add(sel, '', 'all sources');
+      source.categories.forEach((s, i) => add(sel, String(i), String(s) || '(none)'));
+      sel.addEventListener('change', () => void this.applyFilters());
+      row.append(name, sel);
+      filters.append(row);
+    }
+    $('reset-filters').addEventListener('click', () => {
+      for (const box of filters.querySelectorAll<HTMLInputElement>('input[type=checkbox]')) box.checked = false;
+      for (const inp of filters.querySelectorAll<HTMLInputElement>('input[type=number]')) inp.value = '';
+      const sel = $<HTMLSelectElement>('filter-source');
+      if (sel) sel.value = '';
+      void this.applyFilters();
+    });
+
+    // search
+    const form = $<HTMLFormElement>('search-form');
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      void this.runSearch($<HTMLInputElement>('search').value);
+    });
+    $('search-select').addEventListener('click', () => {
+      if (!this.searchRows) return;
+      const vis = this.visibleMask();
+      this.sp.select(vis ? this.searchRows.filter((r) => vis[r]) : this.searchRows);
+    });
+    $('search-clear').addEventListener('click', () => {
+      $<HTMLInputElement>('search').value = '';
+      void this.clearSearch();
+    });
+
+    // selection, tags, export
+    $('tag-add').addEventListener('click', () => void this.tagSelection());
+    $('export-selection').addEventListener('click', () => void this.exportSelection());
+    $('clear-selection').addEventListener('click', () => this.sp.deselect());
+    $('tag-name').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && this.selection.length) void this.tagSelection();
+    });
+
+    // toolbar
+    const mode = (m: 'panZoom' | 'lasso') => {
+      void this.sp.set({ mouseMode: m });
+      $('mode-pan').classList.toggle('active', m === 'panZoom');
+      $('mode-lasso').classList.toggle('active', m === 'lasso');
+    };
+    $('mode-pan').addEventListener('click', () => mode('panZoom'));
+    $('mode-lasso').addEventListener('click', () => mode('lasso'));
+    $('reset-view').addEventListener('click', () => void this.sp.zoomToOrigin({ transition: true, transitionDuration: 300 }));
+    document.addEventListener('keydown', (ev) => {
+      const target = ev.target as HTMLElement;
+      if (target.tagName === 'INPUT' || target.tagName === 'SELECT') return;
+      if (ev.key === '/') {
+        ev.preventDefault();
+        $('search').focus();
+      } else if (ev.key === 'l') mode('lasso');
+      else if (ev.key === 'p') mode('panZoom');
+    });
+  }
+
+  // ------------------------------------------------------------------------------- hooks for tests
+  private installHooks(): void {
+    const canvas = $('canvas');
+    Object.assign(hooks, {
+      n: this.n,
+      visibleCount: () => (this.visible ? this.visible.length : this.n),
+      selection: () => [...this.selection],
+      searchRows: () => (this.searchRows ? [...this.searchRows] : null),
+      colorBy: () => this.shownColorBy, // once drawn
+      labels: () => {
+        const r = canvas.getBoundingClientRect();
+        return [...document.querySelectorAll<HTMLElement>('#labels .label')].map((e) => {
+          const b = e.getBoundingClientRect();
+          return { text: e.textContent, level: Number(e.dataset.level), cluster: Number(e.dataset.cluster),
+            left: b.left - r.left, top: b.top - r.top, width: b.width, height: b.height };
+        });
+      },
+      zoom: () => this.zoom(),
+      // data coordinates -> page pixels
+      toScreen: (x: number, y: number) => {
+        const r = canvas.getBoundingClientRect();
+        const [nx, ny] = this.norm(x, y);
+        return [r.left + this.xScale(nx), r.top + this.yScale(ny)];
+      },
+      zoomTo: async (x: number, y: number, zoom: number) => {
+        await this.sp.zoomToLocation(this.norm(x, y), 1 / zoom);
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        this.updateLabels();
+      },
+      // pan and zoom on every frame for `ms` milliseconds; frame times measure how interactive the map is
+      animate: (ms: number) =>
+        new Promise((resolve) => {
+          const times: number[] = [];
+          const t0 = performance.now();
+          let last = t0;
+          const step = (now: number) => {
+            times.push(now - last);
+            last = now;
+            const t = (now - t0) / 1000;
+            this.sp.zoomToLocation([0.3 * Math.sin(t * 1.3), 0.3 * Math.cos(t)], 1 / (1.6 + Math.sin(t * 2)));
+            if (now - t0 < ms) requestAnimationFrame(step);
+            else {
+              times.shift();
+              const sorted = [...times].sort((a, b) => a - b);
+              const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+              resolve({ frames: times.length, seconds: (now - t0) / 1000, fps: times.length / ((now - t0) / 1000),
+                frameMs: { p50: q(0.5), p95: q(0.95), max: sorted[sorted.length - 1] } });
+            }
+          };
+          requestAnimationFrame(step);
+        }),
+      renderer: () => {
+        const gl = document.createElement('canvas').getContext('webgl');
+        if (!gl) return null;
+        const ext = gl.getExtension('WEBGL_debug_renderer_info');
+        return ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+      },
+    });
+  }
+}
+
+function button(text: string, title: string, onClick: () => void | Promise<void>): HTMLButtonElement {
+  const b = document.createElement('button');
+  b.className = 'btn small';
+  b.textContent = text;
+  b.title = title;
+  b.addEventListener('click', () => {
+    Promise.resolve(onClick()).catch((e: Error) => setStatus(e.message, true));
+  });
+  return b;
+}
+
+/** q+1 evenly spaced quantiles of a column (from a strided sample of at most 200k values). */
+function quantiles(data: Column, q: number): number[] {
+  const step = Math.max(1, Math.floor(data.length / 200_000));
+  const sample: number[] = [];
+  for (let i = 0; i < data.length; i += step) if (Number.isFinite(data[i])) sample.push(data[i]);
+  sample.sort((a, b) => a - b);
+  if (!sample.length) return new Array(q + 1).fill(0);
+  return Array.from({ length: q + 1 }, (_, k) => sample[Math.min(sample.length - 1, Math.floor((k / q) * (sample.length - 1)))]);
+}
+
+/** A value's rank position in [0, 1] by binary search over the quantile table. */
+function quantileOf(q: number[], v: number): number {
+  if (!(v > q[0])) return 0;
+  if (v >= q[q.length - 1]) return 1;
+  let lo = 0;
+  let hi = q.length - 1;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (q[mid] <= v) lo = mid;
+    else hi = mid;
+  }
+  return (lo + (v - q[lo]) / (q[hi] - q[lo] || 1)) / (q.length - 1);
+}
+
+async function main(): Promise<void> {
+  try {
+    const [meta, topics] = await Promise.all([api.getMeta(), api.getTopics()]);
+    hooks.n = meta.records;
+    $('loading-text').textContent = `loading ${fmt(meta.records)} points…`;
+    const cols = new Map(meta.columns.map((c) => [c.name, c]));
+    const [xs, ys] = await Promise.all([api.column(cols.get('x')!), api.column(cols.get('y')!)]);
+    const studio = new Studio(meta, topics.topics, xs, ys);
+    await studio.start();
+  } catch (e) {
+    hooks.error = (e as Error).message;
+    $('loading-text').textContent = `could not load the map: ${(e as Error).message}`;
+    $('loading').classList.add('error');
+  }
+}
+
+void main();

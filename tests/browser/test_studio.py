@@ -1,0 +1,278 @@
+"""The studio in a real Chromium: points drawn where the planted clusters are (read from screenshot pixels),
+labels per zoom level, hover, search, filters, lasso -> tag -> tags.json, and export of the tagged records.
+
+The oracle is the planted map (tests/fixtures_map.py); screen positions are fitted from the screenshot itself
+(blob centroids in pixels against planted centroids in data units), not taken from the page's own transform.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import numpy as np
+import pytest
+
+from fixtures_map import SEARCH_WORD, text_of, write_map
+
+from .pages import canvas_pixels, drawn_mask, open_studio, save_artifact
+
+pytestmark = pytest.mark.browser
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return write_map(tmp_path_factory.mktemp("studio-browser"), N, rows_per_file=700, buffer_rows=256)
+
+
+@pytest.fixture(scope="module")
+def server(planted, studio_dist):
+    from lmforge.serve.studio import create_app, start_server
+
+    url, stop = start_server(create_app(planted.path, static_dir=studio_dist))
+    yield url
+    stop()
+
+
+@pytest.fixture()
+def page(chromium, server, planted):
+    (planted.path / "tags.json").unlink(missing_ok=True)
+    page = open_studio(chromium, server)
+    yield page
+    page.close()
+
+
+# ------------------------------------------------------------------------------------------- pixel geometry
+def kmeans(points: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Plain k-means with farthest-point seeding (deterministic): centres and labels."""
+    centres = [points[0]]
+    for _ in range(k - 1):
+        d = np.min([((points - c) ** 2).sum(1) for c in centres], axis=0)
+        centres.append(points[int(d.argmax())])
+    centres = np.array(centres, dtype=float)
+    for _ in range(iters):
+        labels = np.argmin([((points - c) ** 2).sum(1) for c in centres], axis=0)
+        centres = np.array([points[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
+    return centres, labels
+
+
+class ScreenFit:
+    """data -> pixel, axis-aligned: px = a*x + c, py = b*y + d, fitted from the drawn blobs."""
+
+    def __init__(self, planted, pixels):
+        mask = drawn_mask(pixels)
+        ys, xs = np.nonzero(mask)
+        blobs, _ = kmeans(np.stack([xs, ys], 1).astype(float), 4)
+        truth = np.array([planted.xy[planted.clusters[:, 0] == c].mean(0) for c in range(4)])
+        best = None
+        for perm in itertools.permutations(range(4)):
+            px = blobs[list(perm)]
+            ax, cx = np.polyfit(truth[:, 0], px[:, 0], 1)
+            by, dy = np.polyfit(truth[:, 1], px[:, 1], 1)
+            resid = np.hypot(ax * truth[:, 0] + cx - px[:, 0], by * truth[:, 1] + dy - px[:, 1])
+            if best is None or resid.max() < best[0]:
+                best = (resid.max(), ax, cx, by, dy)
+        self.max_resid, self.a, self.c, self.b, self.d = best
+        self.mask = mask
+
+    def __call__(self, x, y):
+        return self.a * np.asarray(x) + self.c, self.b * np.asarray(y) + self.d
+
+    def box(self, pts) -> tuple[int, int, int, int]:
+        """The pixel bounding box (left, top, right, bottom) of data points."""
+        px, py = self(pts[:, 0], pts[:, 1])
+        return int(px.min()), int(py.min()), int(np.ceil(px.max())), int(np.ceil(py.max()))
+
+
+def test_points_are_drawn_where_the_planted_clusters_are(page, planted):
+    pixels = canvas_pixels(page)
+    fit = ScreenFit(planted, pixels)
+    save_artifact(page, "studio.png")
+    assert fit.mask.sum() > 3000, "the canvas is (almost) blank"
+    # one consistent mapping puts all four blobs where they were planted: x grows rightwards, y upwards,
+    # same scale on both axes (aspect ratio kept); a residual of a few pixels against ~30 px per unit
+    assert fit.a > 0 and fit.b < 0 and abs(abs(fit.a) / abs(fit.b) - 1) < 0.05
+    assert fit.max_resid < 0.3 * fit.a
+    # every one of the 16 planted leaves is drawn at its place...
+    for leaf in np.unique(planted.clusters[:, 2]):
+        cx, cy = np.round(fit(*planted.xy[planted.clusters[:, 2] == leaf].mean(0))).astype(int)
+        assert fit.mask[cy - 3:cy + 4, cx - 3:cx + 4].any(), f"nothing drawn at leaf {leaf}"
+    # ...and nothing is drawn where nothing was planted (the gaps between the coarse blobs)
+    for x, y in [(0.0, 0.0), (0.0, 7.0), (-8.0, -1.0), (9.0, 1.5)]:
+        cx, cy = np.round(fit(x, y)).astype(int)
+        assert not fit.mask[cy - 10:cy + 11, cx - 10:cx + 11].any(), f"stray pixels at ({x}, {y})"
+    # colour by topic: the pixels of each planted coarse blob share one dominant colour, and the four differ
+    dominant = []
+    for c in range(4):
+        pts = planted.xy[planted.clusters[:, 0] == c]
+        x0, y0, x1, y1 = fit.box(pts)
+        region = pixels[y0:y1, x0:x1][fit.mask[y0:y1, x0:x1]]
+        assert len(region) > 200
+        dominant.append(tuple(np.median(region, axis=0) // 24))
+    assert len(set(dominant)) == 4
+
+
+def label_texts(page):
+    return {lab["text"] for lab in page.evaluate("window.__lmforge.labels()")}
+
+
+def assert_no_overlap(labels):
+    for a, b in itertools.combinations(labels, 2):
+        apart = (a["left"] + a["width"] <= b["left"] or b["left"] + b["width"] <= a["left"]
+                 or a["top"] + a["height"] <= b["top"] or b["top"] + b["height"] <= a["top"])
+        assert apart, f"labels overlap: {a['text']!r} and {b['text']!r}"
+
+
+def test_labels_float_over_clusters_and_refine_with_zoom(page, planted):
+    fit = ScreenFit(planted, canvas_pixels(page))
+    labels = page.evaluate("window.__lmforge.labels()")
+    assert {lab["text"] for lab in labels} == {planted.label(0, c) for c in range(4)}
+    for lab in labels:  # each coarse label sits over its own blob
+        cx, cy = fit(*planted.xy[planted.clusters[:, 0] == lab["cluster"]].mean(0))
+        assert abs(lab["left"] + lab["width"] / 2 - cx) < 25 and abs(lab["top"] + lab["height"] / 2 - cy) < 25
+    assert_no_overlap(labels)
+
+    # zoom with the mouse wheel over the "astronomy" blob: its subtopics replace the coarse labels
+    box = page.locator("#canvas").bounding_box()
+    ax, ay = fit(*planted.xy[planted.clusters[:, 0] == 0].mean(0))
+    page.mouse.move(box["x"] + ax, box["y"] + ay)
+    for _ in range(60):
+        before = page.evaluate("window.__lmforge.zoom()")
+        page.mouse.wheel(0, -30)
+        page.wait_for_function(f"window.__lmforge.zoom() > {before}")
+        if page.evaluate("window.__lmforge.zoom()") > 3:
+            break
+    page.wait_for_timeout(200)
+    assert 3 < page.evaluate("window.__lmforge.zoom()") < 6  # the level-1 range
+    mid = page.evaluate("window.__lmforge.labels()")
+    texts = {lab["text"] for lab in mid}
+    level1 = {planted.label(1, c) for c in (10, 11)}  # the astronomy subtopics (one may now be off-screen)
+    assert texts & level1 and texts <= {planted.label(1, c) for c in range(10, 18)}
+    assert_no_overlap(mid)
+
+    # further in, the finest level shows
+    page.evaluate("window.__lmforge.zoomTo(-11, 6, 8)")  # the centre of the "stars" subtopic
+    fine = label_texts(page)
+    assert {planted.label(2, 100), planted.label(2, 101)} <= fine
+    assert not fine & level1
+
+
+def test_hover_shows_the_record_under_the_cursor(page, planted):
+    fit = ScreenFit(planted, canvas_pixels(page))
+    box = page.locator("#canvas").bounding_box()
+    leaf = 107
+    x, y = fit(*planted.xy[planted.clusters[:, 2] == leaf].mean(0))
+    page.mouse.move(box["x"] + x - 20, box["y"] + y - 20)
+    page.mouse.move(box["x"] + x, box["y"] + y, steps=4)
+    page.wait_for_selector("#hover:not(.hidden)", timeout=5000)
+    row = int(re.search(r"row (\d+)", page.inner_text("#hover .card-row")).group(1))
+    assert planted.clusters[row, 2] == leaf  # a record of the planted cluster under the cursor
+    rec = planted.records[row]
+    assert page.inner_text("#hover .card-id") == rec["id"]
+    shown = page.inner_text("#hover .card-text")
+    assert text_of(rec).split("\n")[0][:60] in shown.replace("user: ", "").replace("assistant: ", "")
+
+
+def test_search_highlights_matches_and_tags_them(page, planted):
+    want = [r for r, rec in enumerate(planted.records) if SEARCH_WORD in text_of(rec).lower()]
+    page.fill("#search", SEARCH_WORD.capitalize())
+    page.press("#search", "Enter")
+    page.wait_for_function("window.__lmforge.searchRows() !== null")
+    assert page.evaluate("window.__lmforge.searchRows()") == want
+    assert page.inner_text("#search-result") == f"{len(want)} matches"
+    page.click("#search-select")
+    page.wait_for_function(f"window.__lmforge.selection().length === {len(want)}")
+    page.fill("#tag-name", "zanzibar hits")
+    page.click("#tag-add")
+    page.wait_for_selector('.tag[data-tag="zanzibar hits"]')
+    tags = json.loads((planted.path / "tags.json").read_text())["tags"]
+    assert tags == {"zanzibar hits": [planted.records[r]["id"] for r in want]}
+
+
+def test_colour_by_a_signal_and_filter(page, planted):
+    rows = np.arange(N)
+    redundant = (planted.exact >= 0) & (planted.exact != rows)
+    everything = drawn_mask(canvas_pixels(page)).sum()
+    page.select_option("#color-by", "exact_dup")
+    page.wait_for_function("window.__lmforge.colorBy() === 'exact_dup'")
+    legend = page.inner_text("#legend")
+    assert re.search(rf"redundant copy\s+{redundant.sum()}\b", legend)
+    page.check("#hide-exact_dup")
+    page.wait_for_function(f"window.__lmforge.visibleCount() === {N - redundant.sum()}")
+    lengths = np.array([len(text_of(r)) for r in planted.records])
+    page.fill("#min-length", "100")
+    page.fill("#max-length", "180")
+    page.press("#max-length", "Enter")
+    keep = ~redundant & (lengths >= 100) & (lengths <= 180)
+    page.wait_for_function(f"window.__lmforge.visibleCount() === {keep.sum()}")
+    # the filtered-out points are gone from the canvas too: keep only the chat records, which are 1 in 5
+    page.click("#reset-filters")
+    page.select_option("#filter-source", label="chat")
+    chat = sum(r["source"] == "chat" for r in planted.records)
+    page.wait_for_function(f"window.__lmforge.visibleCount() === {chat}")
+    page.wait_for_timeout(100)
+    assert drawn_mask(canvas_pixels(page)).sum() < 0.6 * everything
+
+
+def test_lasso_tag_and_export(page, planted):
+    fit = ScreenFit(planted, canvas_pixels(page))
+    box = page.locator("#canvas").bounding_box()
+    members = np.flatnonzero(planted.clusters[:, 0] == 1)  # the "baking" blob
+    pts = planted.xy[members]
+    x0, y0, x1, y1 = fit.box(pts)
+    x0, x1, y0, y1 = box["x"] + x0 - 12, box["x"] + x1 + 12, box["y"] + y0 - 12, box["y"] + y1 + 12
+
+    page.click("#mode-lasso")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
+        page.mouse.move(x, y, steps=12)
+    page.mouse.up()
+    page.wait_for_function("window.__lmforge.selection().length > 0")
+    assert page.evaluate("window.__lmforge.selection()") == members.tolist()
+    assert page.inner_text("#selection-count") == f"{len(members):,} selected"
+
+    page.fill("#tag-name", "baking pick")
+    page.click("#tag-add")
+    page.wait_for_selector('.tag[data-tag="baking pick"]')
+    ids = [planted.records[r]["id"] for r in members]
+    assert json.loads((planted.path / "tags.json").read_text()) == {"tags": {"baking pick": ids}}
+    want = [{k: v for k, v in planted.records[r].items() if v is not None} for r in members]
+
+    with page.expect_download() as dl:
+        page.click('.tag[data-tag="baking pick"] a')
+    got = [json.loads(line) for line in open(dl.value.path(), encoding="utf-8")]
+    assert got == want and dl.value.suggested_filename.endswith(".jsonl")
+
+    with page.expect_download() as dl:
+        page.click("#export-selection")
+    assert [json.loads(line) for line in open(dl.value.path(), encoding="utf-8")] == want
+    save_artifact(page, "studio-lasso.png")
+
+
+def test_a_label_zooms_to_its_topic_and_leaves_the_points_under_it_hoverable(page, planted):
+    leaf = 109
+    cx, cy = planted.xy[planted.clusters[:, 2] == leaf].mean(0)
+    page.evaluate(f"window.__lmforge.zoomTo({cx}, {cy}, 9)")
+    label = page.locator(f'#labels .label[data-level="2"][data-cluster="{leaf}"]')
+    assert label.is_visible()
+    lb = label.bounding_box()
+    # the label sits over the densest part of its leaf: hovering there still reaches the points
+    page.mouse.move(lb["x"] + lb["width"] / 2 + 30, lb["y"] + lb["height"] / 2 + 30)
+    page.mouse.move(lb["x"] + lb["width"] / 2, lb["y"] + lb["height"] / 2, steps=3)
+    page.wait_for_selector("#hover:not(.hidden)", timeout=5000)
+    row = int(re.search(r"row (\d+)", page.inner_text("#hover .card-row")).group(1))
+    assert planted.clusters[row, 2] == leaf
+    # clicking the coarse label zooms in on its topic and selects nothing
+    page.evaluate("window.__lmforge.zoomTo(0, 0, 1)")
+    coarse = page.locator('#labels .label[data-level="0"][data-cluster="3"]')
+    zoom = page.evaluate("window.__lmforge.zoom()")
+    coarse.click(force=True)  # labels let pointer events through to the map; force skips Playwright's hit check
+    page.wait_for_function(f"window.__lmforge.zoom() > {zoom * 1.5}")
+    assert page.evaluate("window.__lmforge.selection()") == []
+    page.wait_for_timeout(600)
+    shown = {lab["cluster"] for lab in page.evaluate("window.__lmforge.labels()")}
+    assert shown and shown <= {16, 17, 112, 113, 114, 115}  # only its own subtopics are in view
