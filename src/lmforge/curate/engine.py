@@ -25,7 +25,7 @@ class LocalEngine:
     def minhash(self, texts: list[str], *, num_perm: int = 128, ngram: int = 5, seed: int = 0) -> np.ndarray:
         from lmforge.curate.dedup import minhash_signatures
 
-        return minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed)
+        return minhash_signatures(texts, num_perm=num_perm, ngram=ngram, seed=seed, threads=0)
 
 
 def get_engine(name: str):
