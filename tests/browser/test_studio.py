@@ -276,3 +276,112 @@ def test_a_label_zooms_to_its_topic_and_leaves_the_points_under_it_hoverable(pag
     page.wait_for_timeout(600)
     shown = {lab["cluster"] for lab in page.evaluate("window.__lmforge.labels()")}
     assert shown and shown <= {16, 17, 112, 113, 114, 115}  # only its own subtopics are in view
+
+
+# ------------------------------------------------------------------------------------------- level of detail
+def wheel_over_canvas(page, dy=-120):
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, dy)
+
+
+def lod(page):
+    return page.evaluate("window.__lmforge.lod()")
+
+
+def sampled_pixels(page):
+    """The canvas while the level-of-detail sample is drawn (forced, so the camera can stay put)."""
+    page.evaluate("window.__lmforge.lodForce(true)")
+    page.wait_for_function("window.__lmforge.lod().sampled")
+    pixels = canvas_pixels(page)
+    stats = lod(page)
+    page.evaluate("window.__lmforge.lodForce(false)")
+    page.wait_for_function("!window.__lmforge.lod().sampled")
+    return pixels, stats
+
+
+def dilate(mask, r=1):
+    out = mask.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out |= np.roll(np.roll(mask, dy, 0), dx, 1)
+    return out
+
+
+def test_small_maps_always_draw_every_point(page):
+    assert lod(page)["hooked"]  # the renderer found regl-scatterplot's point command
+    before = page.evaluate("window.__lmforge.zoom()")
+    wheel_over_canvas(page)
+    page.wait_for_function(f"window.__lmforge.zoom() > {before}")
+    page.wait_for_timeout(100)
+    stats = lod(page)
+    assert stats["sampledFrames"] == 0 and stats["glDrawn"] == stats["total"] == N
+
+
+def test_level_of_detail_samples_while_moving_and_draws_everything_at_rest(chromium, server, planted):
+    budget = 500  # of N = 3000 points
+    page = open_studio(chromium, server + f"?lod={budget}&lodIdle=600")
+    try:
+        # at rest every point is drawn: counted where the page calls gl.drawArrays
+        stats = lod(page)
+        assert stats["hooked"] and not stats["sampled"] and stats["glDrawn"] == stats["total"] == N
+
+        # real motion (the wheel): frames draw the sample, then everything once the camera rests
+        f0 = stats["fullFrames"]
+        wheel_over_canvas(page)
+        page.wait_for_function("window.__lmforge.lod().sampled", polling="raf")
+        stats = lod(page)
+        assert stats["glDrawn"] == budget and stats["total"] == N
+        page.wait_for_function(f"window.__lmforge.lod().fullFrames > {f0} && !window.__lmforge.lod().sampled")
+        assert lod(page)["glDrawn"] == N
+        page.evaluate("window.__lmforge.zoomTo(0, 0, 1)")
+        page.wait_for_function("!window.__lmforge.lod().sampled")
+
+        # the sample is a subset of the points: its pixels lie within the full drawing, and are fewer
+        full = canvas_pixels(page)
+        fit = ScreenFit(planted, full)
+        sample, stats = sampled_pixels(page)
+        assert stats["glDrawn"] == budget
+        a, b = drawn_mask(full), drawn_mask(sample)
+        assert 0.05 * a.sum() < b.sum() < 0.75 * a.sum()
+        assert (b & ~dilate(a)).sum() <= 0.002 * b.sum()
+        # ...and spread over the whole map: every planted leaf shows some of its points
+        for leaf in np.unique(planted.clusters[:, 2]):
+            cx, cy = np.round(fit(*planted.xy[planted.clusters[:, 2] == leaf].mean(0))).astype(int)
+            assert b[cy - 8:cy + 9, cx - 8:cx + 9].any(), f"leaf {leaf} missing from the sample"
+
+        # filtered-out points stay hidden in the sample: keep the chat records (600 > budget)
+        chat = np.array([r["source"] == "chat" for r in planted.records])
+        page.select_option("#filter-source", label="chat")
+        page.wait_for_function(f"window.__lmforge.visibleCount() === {chat.sum()}")
+        page.wait_for_function(f"window.__lmforge.lod().total === {chat.sum()}")
+        full_f = drawn_mask(canvas_pixels(page))
+        sample_f, stats = sampled_pixels(page)
+        assert stats["total"] == chat.sum() and stats["glDrawn"] == budget
+        sample_f = drawn_mask(sample_f)
+        assert sample_f.sum() > 0 and (sample_f & ~dilate(full_f)).sum() <= 0.002 * sample_f.sum()
+        page.click("#reset-filters")
+        page.wait_for_function(f"window.__lmforge.lod().total === {N}")
+
+        # a lasso drawn while the frames are sampled still selects every point inside it...
+        members = np.flatnonzero(planted.clusters[:, 0] == 1)  # the "baking" blob
+        x0, y0, x1, y1 = fit.box(planted.xy[members])
+        box = page.locator("#canvas").bounding_box()
+        lx0, ly0, lx1, ly1 = box["x"] + x0 - 12, box["y"] + y0 - 12, box["x"] + x1 + 12, box["y"] + y1 + 12
+        s0 = lod(page)["sampledFrames"]
+        page.click("#mode-lasso")
+        page.mouse.move(lx0, ly0)
+        page.mouse.down()
+        for x, y in [(lx1, ly0), (lx1, ly1), (lx0, ly1), (lx0, ly0 + 2)]:
+            page.mouse.move(x, y, steps=12)
+        page.mouse.up()
+        page.wait_for_function("window.__lmforge.selection().length > 0")
+        assert page.evaluate("window.__lmforge.selection()") == members.tolist()
+        assert lod(page)["sampledFrames"] > s0  # (the lasso's frames were sampled)
+        page.wait_for_function("!window.__lmforge.lod().sampled")
+        # ...and selected points are drawn in full in the sample too
+        rest_sel = drawn_mask(canvas_pixels(page))[y0:y1, x0:x1]
+        sample_sel = drawn_mask(sampled_pixels(page)[0])[y0:y1, x0:x1]
+        assert sample_sel.sum() >= 0.95 * rest_sel.sum() > 0
+    finally:
+        page.close()

@@ -8,6 +8,7 @@ import type { Column, ColumnDesc, Meta, Topic } from './api';
 import { BOOL_COLORS, GROUP_COLORS, GROUP_NAMES, RAMP_CSS, categorical, ramp } from './colors';
 import { HoverCard } from './hover';
 import { LabelLayer, type PlacedTopic, shortLabel } from './labels';
+import { Lod, drawOrder, permutation } from './lod';
 import { linearScale } from './scale';
 
 type Scatterplot = ReturnType<typeof createScatterplot>;
@@ -16,7 +17,9 @@ type Scatterplot = ReturnType<typeof createScatterplot>;
 interface Hooks {
   ready: boolean;
   error: string | null;
-  firstDrawMs: number | null;
+  firstDrawMs: number | null; // the first frame (on a big map: the level-of-detail sample)
+  fullDrawMs: number | null; // the first frame with every point
+  timings: Record<string, number>; // load milestones (ms since navigation start)
   frames: number;
   draws: number;
   n: number;
@@ -27,13 +30,23 @@ declare global {
     __lmforge: Hooks;
   }
 }
-const hooks: Hooks = { ready: false, error: null, firstDrawMs: null, frames: 0, draws: 0, n: 0 };
+const hooks: Hooks = {
+  ready: false, error: null, firstDrawMs: null, fullDrawMs: null, timings: {}, frames: 0, draws: 0, n: 0,
+};
+const mark = (name: string) => (hooks.timings[name] = Math.round(performance.now()));
 window.__lmforge = hooks;
 const countFrames = () => {
   hooks.frames++;
   requestAnimationFrame(countFrames);
 };
 requestAnimationFrame(countFrames);
+
+// Level of detail (lod.ts): maps with more points than this draw a fixed random sample of this many while the
+// camera moves, and everything once it has rested LOD_IDLE_MS. ~120k keeps software GL (no GPU) at several
+// frames per second; with a GPU a million points draw at full rate anyway. URL: ?lod=N (0: off), ?lodIdle=MS.
+const LOD_BUDGET = 120_000;
+const LOD_IDLE_MS = 180;
+const LOD_SEED = 20_241_125;
 
 const NICE: Record<string, string> = { short_answer: 'short answers', contaminated: 'contaminated records' };
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -70,6 +83,9 @@ class Studio {
   private baseOpacity: number;
   private mouse = { x: 0, y: 0 };
   private norm: (x: number, y: number) => [number, number];
+  private lod: Lod;
+  private order: Int32Array | null = null; // the seeded draw order, when the map is bigger than the LOD budget
+  private ordered = false; // search matches are at the end of the draw order
 
   constructor(
     private meta: Meta,
@@ -100,6 +116,13 @@ class Studio {
       Number(params.get('pointSize')) || (this.n > 400_000 ? 1.5 : this.n > 100_000 ? 2 : this.n > 20_000 ? 3 : 4.5);
     this.performanceMode = params.has('performance') ? params.get('performance') !== '0' : this.n > 3_000_000;
     this.baseOpacity = this.n > 200_000 ? 0.55 : this.n > 20_000 ? 0.75 : 0.9;
+    const num = (k: string, d: number) => {
+      const v = Number(params.get(k) ?? NaN);
+      return params.has(k) && Number.isFinite(v) ? v : d;
+    };
+    this.lod = new Lod({ budget: num('lod', LOD_BUDGET), idleMs: num('lodIdle', LOD_IDLE_MS) });
+    this.lod.opacity = this.baseOpacity;
+    if (this.lod.budget > 0 && this.n > this.lod.budget) this.order = permutation(this.n, LOD_SEED);
     this.labels = new LabelLayer($('labels'), placed, meta.levels);
     this.hover = new HoverCard($('hover'), (p) => this.topicPath(p));
   }
@@ -108,10 +131,15 @@ class Studio {
     const canvas = $<HTMLCanvasElement>('canvas');
     const stage = $('stage');
     const { width, height } = stage.getBoundingClientRect();
+    const renderer = this.lod.createRenderer();
+    renderer.resize(width, height); // the renderer draws exactly the stage, not the whole window
     this.sp = createScatterplot({
       canvas,
+      renderer,
       width,
       height,
+      // a random draw order: the level-of-detail sample is its tail (and no source is always drawn on top)
+      ...(this.order ? { pointOrder: drawOrder(this.order, null) } : {}),
       xScale: this.xScale as never,
       yScale: this.yScale as never,
       backgroundColor: '#0e1116',
@@ -128,6 +156,9 @@ class Studio {
       spatialIndexUseWorker: false, // the worker path clones every point; building inline is faster
       performanceMode: this.performanceMode, // square points, no blending: for the largest maps
     });
+    mark('scatterplot');
+    this.lod.view = () => (this.sp.get('camera') as { view: ArrayLike<number> }).view;
+    this.lod.redraw = () => this.sp.redraw();
     this.sp.subscribe('view', () => {
       this.hover.hide(); // the point under the card has moved away
       this.scheduleLabels();
@@ -140,6 +171,7 @@ class Studio {
     this.sp.subscribe('pointOver', (i) => this.hover.show(i, this.mouse.x, this.mouse.y));
     this.sp.subscribe('pointOut', () => this.hover.hide());
     canvas.addEventListener('mousemove', (ev) => {
+      if (ev.buttons) this.lod.moved(); // dragging: panning or drawing a lasso, both redraw every frame
       const r = canvas.getBoundingClientRect();
       this.mouse = { x: ev.clientX - r.left, y: ev.clientY - r.top };
       this.hover.place(this.mouse.x, this.mouse.y);
@@ -162,9 +194,16 @@ class Studio {
     );
     canvas.addEventListener('mousedown', () => this.hover.hide());
     canvas.addEventListener('mouseleave', () => this.hover.hide());
+    let size = [width, height];
     new ResizeObserver(() => {
       const r = stage.getBoundingClientRect();
-      if (r.width > 0 && r.height > 0) this.sp.set({ width: r.width, height: r.height });
+      // (the observer also reports the initial size: redrawing a million points for it would cost a frame)
+      if (r.width > 0 && r.height > 0 && (r.width !== size[0] || r.height !== size[1])) {
+        size = [r.width, r.height];
+        renderer.resize(r.width, r.height);
+        renderer.refresh();
+        this.sp.set({ width: r.width, height: r.height });
+      }
       this.scheduleLabels();
     }).observe(stage);
 
@@ -173,16 +212,32 @@ class Studio {
     if (first) {
       await this.setColorBy(first, false);
     }
-    const drawn = new Promise<void>((resolve) => this.sp.subscribe('draw', () => resolve(), 1));
+    // on a big map the first frame draws the level-of-detail sample (fast), the next one every point
+    let onFirst = () => {};
+    let onFull = () => {};
+    const firstFrame = new Promise<void>((resolve) => (onFirst = resolve));
+    const fullFrame = new Promise<void>((resolve) => (onFull = resolve));
+    const onDraw = () => {
+      onFirst();
+      if (!this.lod.sampled) onFull();
+    };
+    this.sp.subscribe('draw', onDraw); // (published once the frame is on the canvas)
+    this.lod.sampleNext();
+    mark('draw');
     await this.redraw();
-    await drawn;
+    hooks.timings.submitted = Math.round(this.lod.firstFrameAt ?? 0); // points uploaded, spatial index built
     this.spatialIndex = this.sp.get('spatialIndex');
+    await firstFrame;
     hooks.firstDrawMs = performance.now();
+    if (this.order && !this.lod.hooked) console.warn('lmforge: level of detail unavailable (regl-scatterplot changed)');
     this.updateLabels();
     this.updateCounts();
     $('loading').classList.add('hidden');
     void this.refreshTags();
     this.installHooks();
+    await fullFrame;
+    hooks.fullDrawMs = performance.now();
+    this.sp.unsubscribe('draw', onDraw);
     hooks.ready = true;
   }
 
@@ -345,7 +400,12 @@ class Studio {
       const res = await api.search(q);
       for (let i = 0; i < this.n; i++) this.pts[i][3] = 0;
       for (const r of res.rows) this.pts[r][3] = 1;
+      this.lod.opacity = null;
+      // the matches go to the end of the draw order: drawn on top, and always in the level-of-detail sample
+      const order = this.order ? { pointOrder: drawOrder(this.order, res.rows) } : {};
+      this.ordered = Boolean(this.order);
       await this.sp.set({
+        ...order,
         opacityBy: 'valueB',
         sizeBy: 'valueB',
         opacity: [0.06, 1] as never,
@@ -365,7 +425,12 @@ class Studio {
   private async clearSearch(): Promise<void> {
     this.searchRows = null;
     for (let i = 0; i < this.n; i++) this.pts[i][3] = 1;
-    await this.sp.set({ opacityBy: null, sizeBy: null, opacity: this.baseOpacity, pointSize: this.basePointSize });
+    this.lod.opacity = this.baseOpacity;
+    const order = this.order && this.ordered ? { pointOrder: drawOrder(this.order, null) } : {};
+    this.ordered = false;
+    await this.sp.set({
+      ...order, opacityBy: null, sizeBy: null, opacity: this.baseOpacity, pointSize: this.basePointSize,
+    });
     $('search-result').textContent = '';
     $('search-actions').classList.add('hidden');
     await this.redraw();
@@ -704,28 +769,17 @@ class Studio {
         await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
         this.updateLabels();
       },
-      // pan and zoom on every frame for `ms` milliseconds; frame times measure how interactive the map is
+      // pan and zoom on every frame for `ms` milliseconds: the frame rate while the camera moves (on a big map,
+      // of the level-of-detail sample)
       animate: (ms: number) =>
-        new Promise((resolve) => {
-          const times: number[] = [];
-          const t0 = performance.now();
-          let last = t0;
-          const step = (now: number) => {
-            times.push(now - last);
-            last = now;
-            const t = (now - t0) / 1000;
-            this.sp.zoomToLocation([0.3 * Math.sin(t * 1.3), 0.3 * Math.cos(t)], 1 / (1.6 + Math.sin(t * 2)));
-            if (now - t0 < ms) requestAnimationFrame(step);
-            else {
-              times.shift();
-              const sorted = [...times].sort((a, b) => a - b);
-              const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
-              resolve({ frames: times.length, seconds: (now - t0) / 1000, fps: times.length / ((now - t0) / 1000),
-                frameMs: { p50: q(0.5), p95: q(0.95), max: sorted[sorted.length - 1] } });
-            }
-          };
-          requestAnimationFrame(step);
+        frameLoop(ms, (t) => {
+          this.sp.zoomToLocation([0.3 * Math.sin(t * 1.3), 0.3 * Math.cos(t)], 1 / (1.6 + Math.sin(t * 2)));
         }),
+      // redraw the unmoved map on every frame: the time of a frame at rest, with every visible point
+      redrawLoop: (ms: number) => frameLoop(ms, () => this.sp.redraw()),
+      lod: () => this.lod.stats(),
+      // draw the level-of-detail sample whatever the camera does (true), or back to normal (false)
+      lodForce: (on: boolean) => this.lod.force(on),
       renderer: () => {
         const gl = document.createElement('canvas').getContext('webgl');
         if (!gl) return null;
@@ -734,6 +788,29 @@ class Studio {
       },
     });
   }
+}
+
+/** Call `step(seconds)` on every animation frame for `ms` ms; the frame rate and frame times (ms). */
+function frameLoop(ms: number, step: (t: number) => void): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const times: number[] = [];
+    const t0 = performance.now();
+    let last = t0;
+    const tick = (now: number) => {
+      times.push(now - last);
+      last = now;
+      step((now - t0) / 1000);
+      if (now - t0 < ms) requestAnimationFrame(tick);
+      else {
+        times.shift();
+        const sorted = [...times].sort((a, b) => a - b);
+        const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+        resolve({ frames: times.length, seconds: (now - t0) / 1000, fps: times.length / ((now - t0) / 1000),
+          frameMs: { p50: q(0.5), p95: q(0.95), max: sorted[sorted.length - 1] } });
+      }
+    };
+    requestAnimationFrame(tick);
+  });
 }
 
 function button(text: string, title: string, onClick: () => void | Promise<void>): HTMLButtonElement {
@@ -777,9 +854,16 @@ async function main(): Promise<void> {
     hooks.n = meta.records;
     $('loading-text').textContent = `loading ${fmt(meta.records)} points…`;
     const cols = new Map(meta.columns.map((c) => [c.name, c]));
+    mark('meta');
+    // the first colour column loads alongside the coordinates (api.column caches the request)
+    const colour = cols.get('cluster_0');
+    if (colour) void api.column(colour).catch(() => undefined);
     const [xs, ys] = await Promise.all([api.column(cols.get('x')!), api.column(cols.get('y')!)]);
+    mark('columns');
     const studio = new Studio(meta, topics.topics, xs, ys);
+    mark('points');
     await studio.start();
+    mark('ready');
   } catch (e) {
     hooks.error = (e as Error).message;
     $('loading-text').textContent = `could not load the map: ${(e as Error).message}`;
