@@ -7,7 +7,8 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import curate, data, demo, generate, tokenizer, train
+from lmforge.cli import curate, data, demo, generate, studio, tokenizer, train
+from lmforge.cli import map as map_cmd
 
 app = typer.Typer(
     name="lmforge",
@@ -19,10 +20,12 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(tokenizer.app, name="tokenizer")
+app.command("map")(map_cmd.map_)
 app.command("curate")(curate.curate)
 app.command("train")(train.train)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
+app.command("studio")(studio.studio)
 
 
 def _version(value: bool):
