@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from conftest import run_cli
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli, tiny_recipe
+from conftest import run_cli, tiny_recipe
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 

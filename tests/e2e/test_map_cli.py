@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from conftest import run_cli
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PACKAGES = ["json", "email", "logging", "http", "xml/dom", "asyncio", "concurrent/futures", "urllib"]
