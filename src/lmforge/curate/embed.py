@@ -9,8 +9,8 @@ content hash, the quantization and IMPL_VERSION; later loads need neither torch 
 
 Why this shape (measured on 2 AVX2 cores without VNNI; docs/curate.md has the table): fp32 matmuls already
 run near the CPU's peak in both PyTorch and ONNX Runtime, so speed has to come from less work per record.
-int8 matmuls are ~1.9x faster than fp32 there; quantizing all of them gives ~1.5x overall but costs too much
-agreement with the fp32 model, so "int8" keeps the feed-forward output projections in fp32 (~1.3x).
+int8 matmuls are ~1.9x faster than fp32 there; quantizing all of them gives ~1.5x per core but costs too much
+agreement with the fp32 model, so "int8" keeps the feed-forward output projections in fp32 (~1.3x per core).
 Each record runs alone at its own length: no padding, and — since dynamic quantization picks its scales per
 run — a record's vector depends only on its text, never on the batch it came in. Records are spread over
 worker threads with one ONNX Runtime thread each (it releases the GIL), so no core waits at a barrier.
@@ -268,10 +268,10 @@ class Embedder:
     """A sentence-transformers model as a function texts -> float32 [n, dim] unit vectors.
 
     `max_seq_length` tokens of each text are read (longer texts are cut, as sentence-transformers does);
-    `quantize` is "int8" (default: matmuls in int8 except the feed-forward output projections; ~1.3x faster
-    per core, cosine to sentence-transformers' vectors ~0.995 on average), "int8-full" (every matmul; ~1.5x,
-    cosine ~0.991, nearest neighbours noticeably reshuffled) or "none" (fp32: sentence-transformers' vectors
-    to ~1e-6); `threads` worker threads (default: the cores this process may use, or OMP_NUM_THREADS);
+    `quantize` is "int8" (default: matmuls in int8 except the feed-forward output projections; ~1.5x the
+    speed of sentence-transformers on 2 cores, cosine to its vectors ~0.995 on average), "int8-full" (every
+    matmul; ~1.8x, cosine ~0.992, nearest neighbours noticeably reshuffled) or "none" (fp32, ~1.25x:
+    sentence-transformers' vectors to ~1e-6); `threads` worker threads (default: the cores this process may use, or OMP_NUM_THREADS);
     `batch_size` records handed to a worker at a time (each record still runs alone, so results never depend
     on it). Picklable: a copy rebuilds itself from the cache."""
 
