@@ -64,8 +64,15 @@ def test_cli_exit_code_and_single_line(tmp_path):
 def test_shipped_recipes_validate():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml")):
-        assert isinstance(load_recipe(path), Recipe)
+    from lmforge.curate.recipe import CurateRecipe, load_curate_recipe
+
+    paths = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+    assert paths
+    for path in paths:
+        if path.stem.startswith("curate"):          # curation recipes: recipes/curate*.yaml
+            assert isinstance(load_curate_recipe(path), CurateRecipe)
+        else:
+            assert isinstance(load_recipe(path), Recipe)
 
 
 def test_missing_dataset_stops_before_writing_a_run(tmp_path):
