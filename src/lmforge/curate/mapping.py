@@ -333,8 +333,18 @@ class MapArtifact:
 
     def tags(self) -> dict[str, list[str]]:
         """{tag name: [record id, ...]} from tags.json (written by the studio); {} when there is none."""
+        import json
+
         path = self.path / "tags.json"
-        return dict(read_json(path).get("tags", {})) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            tags = read_json(path).get("tags", {})
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise DataError(f"tags.json is not valid ({e})", where=str(path), hint="fix or remove the file") from None
+        if not isinstance(tags, dict) or not all(isinstance(v, list) for v in tags.values()):
+            raise DataError('tags.json must be {"tags": {"name": ["record id", ...]}}', where=str(path))
+        return {str(k): [str(i) for i in v] for k, v in tags.items()}
 
     def write_tags(self, tags: dict[str, list[str]]) -> None:
         write_json(self.path / "tags.json", {"tags": {str(k): [str(i) for i in v] for k, v in tags.items()}})

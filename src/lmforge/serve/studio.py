@@ -20,9 +20,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel
 
 from lmforge.errors import DataError
-from lmforge.io import read_json, write_json
+from lmforge.io import read_json
 
-MAP_FORMAT = "lmforge.map"
 STATIC_DIR = Path(__file__).resolve().parents[1] / "studio" / "dist"
 SEARCH_LIMIT = 100_000  # rows a search returns (the count is always exact)
 TAG_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,100}$")
@@ -100,15 +99,11 @@ class StudioMap:
 
         from lmforge.data.dataset import Dataset
 
-        self.path = Path(path)
-        meta = self.path / "map.json"
-        if not meta.is_file():
-            raise DataError("not a map directory (no map.json)", where=str(self.path),
-                            hint="build one with `lmforge map DATASET -o MAP`")
-        self.info = read_json(meta)
-        if self.info.get("format") != MAP_FORMAT:
-            raise DataError(f"map.json has format {self.info.get('format')!r}, expected {MAP_FORMAT!r}",
-                            where=str(meta))
+        from lmforge.curate.mapping import MapArtifact
+
+        self.artifact = MapArtifact(path)   # checks map.json; owns tags.json
+        self.path = self.artifact.path
+        self.info = self.artifact.info
         if not (self.path / "points.parquet").is_file():
             raise DataError("the map has no points.parquet", where=str(self.path), hint="rebuild the map")
         self.points = pq.read_table(self.path / "points.parquet")
@@ -126,15 +121,15 @@ class StudioMap:
 
         ds_path = self.path / self.info.get("dataset", "")  # absolute by contract; relative to the map otherwise
         if not (ds_path / "dataset.json").is_file():
-            raise DataError(f"the map's dataset {ds_path} is missing", where=str(meta),
+            raise DataError(f"the map's dataset {ds_path} is missing", where=str(self.path / "map.json"),
                             hint="put the dataset back at that path or rebuild the map")
         self.dataset = Dataset(ds_path)
         if len(self.dataset) != self.n:
             raise DataError(f"the map has {self.n} points but its dataset has {len(self.dataset)} records",
-                            where=str(meta), hint="the dataset changed since the map was built; rebuild the map")
+                            where=str(self.path / "map.json"), hint="the dataset changed since the map was built; rebuild the map")
         want = self.info.get("dataset_hash")
         if want and want != self.dataset.content_hash:
-            raise DataError("the dataset changed since the map was built (content hash differs)", where=str(meta),
+            raise DataError("the dataset changed since the map was built (content hash differs)", where=str(self.path / "map.json"),
                             hint="rebuild the map")
         self.records = RecordReader(self.dataset)
         self._ids = self.points.column("id")
@@ -245,16 +240,7 @@ class StudioMap:
 
     # ------------------------------------------------------------------------------------------- tags
     def read_tags(self) -> dict[str, list[str]]:
-        path = self.path / "tags.json"
-        if not path.is_file():
-            return {}
-        try:
-            tags = read_json(path).get("tags", {})
-        except (json.JSONDecodeError, AttributeError) as e:
-            raise DataError(f"tags.json is not valid ({e})", where=str(path), hint="fix or remove the file") from None
-        if not isinstance(tags, dict) or not all(isinstance(v, list) for v in tags.values()):
-            raise DataError('tags.json must be {"tags": {"name": ["record id", ...]}}', where=str(path))
-        return {str(k): [str(i) for i in v] for k, v in tags.items()}
+        return self.artifact.tags()
 
     def rows_of_ids(self, ids: list[str]):
         import numpy as np
@@ -290,7 +276,7 @@ class StudioMap:
             else:
                 raise DataError(f"unknown tag mode {mode!r}", hint="add, replace or remove")
             tags[name] = ids
-            write_json(self.path / "tags.json", {"tags": tags})
+            self.artifact.write_tags(tags)
         return {"name": name, "ids": len(ids), "count": int(self.rows_of_ids(ids).size)}
 
     def delete_tag(self, name: str) -> None:
@@ -299,7 +285,7 @@ class StudioMap:
             if name not in tags:
                 raise KeyError(name)
             del tags[name]
-            write_json(self.path / "tags.json", {"tags": tags})
+            self.artifact.write_tags(tags)
 
     def export_lines(self, rows) -> Iterator[bytes]:
         for rec in self.records.iter_rows(rows):
