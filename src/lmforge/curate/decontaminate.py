@@ -18,8 +18,6 @@ Evaluation sets (`load_eval_items`):
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -43,30 +41,21 @@ def _humaneval_file() -> Path:
 
 
 def _jsonl_items(path: Path) -> list[tuple[str, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    from lmforge.data.readers import json_objects
+
     items = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON ({e.msg}: column {e.colno})", where=where) from None
-            if not isinstance(obj, dict):
-                raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where)
-            if isinstance(obj.get("text"), str):
-                text = obj["text"]
-            elif isinstance(obj.get("prompt"), str):
-                answer = obj.get("canonical_solution", obj.get("completion", ""))
-                text = obj["prompt"] + (answer if isinstance(answer, str) else "")
-            else:
-                fields = ", ".join(sorted(map(str, obj))) or "none"
-                raise DataError(f"an evaluation item needs a 'text' or 'prompt' string field (fields: {fields})",
-                                where=where)
-            item_id = obj.get("id", obj.get("task_id", f"{path.name}:{lineno}"))
-            items.append((str(item_id), text))
+    for lineno, where, obj in json_objects(path):
+        if isinstance(obj.get("text"), str):
+            text = obj["text"]
+        elif isinstance(obj.get("prompt"), str):
+            answer = obj.get("canonical_solution", obj.get("completion", ""))
+            text = obj["prompt"] + (answer if isinstance(answer, str) else "")
+        else:
+            fields = ", ".join(sorted(map(str, obj))) or "none"
+            raise DataError(f"an evaluation item needs a 'text' or 'prompt' string field (fields: {fields})",
+                            where=where)
+        item_id = obj.get("id", obj.get("task_id", f"{path.name}:{lineno}"))
+        items.append((str(item_id), text))
     return items
 
 

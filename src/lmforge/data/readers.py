@@ -50,8 +50,12 @@ def _record(obj: dict, where: str, text_field: str, rid: str, source: str) -> Re
     return {"id": str(obj.get("id", rid)), "text": text, "messages": None, "source": source}
 
 
-def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Record]:
-    with open(path, "rb") as f:
+def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, "file:line", object) for each non-blank line of a JSONL file (gzipped when it ends in .gz);
+    a line that is not UTF-8 or not a JSON object stops with a DataError naming file:line."""
+    import gzip
+
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
             line = _decode(raw, where).strip()
@@ -63,7 +67,12 @@ def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Record]:
                 raise DataError(f"malformed JSON ({e.msg}: column {e.colno})", where=where) from None
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=where)
-            yield _record(obj, where, text_field, f"{path.name}:{lineno}", str(path))
+            yield lineno, where, obj
+
+
+def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Record]:
+    for lineno, where, obj in json_objects(path):
+        yield _record(obj, where, text_field, f"{path.name}:{lineno}", str(path))
 
 
 def read_csv(path: Path, text_field: str = "text") -> Iterator[Record]:
