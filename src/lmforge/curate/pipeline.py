@@ -45,9 +45,13 @@ class Context:
 
     def need_map(self, step: str) -> object:
         if self.map is None:
-            raise RecipeError(f"step {step} needs the dataset's map (clusters and tags live there)",
-                              hint="run `lmforge map DATASET -o MAP` and set `map: MAP` in the recipe or pass --map MAP")
+            raise _map_required(step)
         return self.map
+
+
+def _map_required(step: str) -> RecipeError:
+    return RecipeError(f"step {step} needs the dataset's map (clusters and tags live there)",
+                       hint="run `lmforge map DATASET -o MAP` and set `map: MAP` in the recipe or pass --map MAP")
 
 
 def _redundant(groups: np.ndarray) -> np.ndarray:
@@ -168,8 +172,7 @@ def curate(dataset_path: str | Path, recipe: CurateRecipe, out: str | Path, *, m
     the_map = _open_map(mp, ds) if mp else None
     for step in recipe.steps:
         if step.kind in ("topic_cap", "remove_tags") and the_map is None:
-            raise RecipeError(f"step {step.kind} needs the dataset's map (clusters and tags live there)",
-                              hint="run `lmforge map DATASET -o MAP` and set `map: MAP` in the recipe or pass --map MAP")
+            raise _map_required(step.kind)
     records = list(ds.records())
     ctx = Context(ds, records, [record_text(r) for r in records], recipe, get_engine(engine), the_map)
     alive = np.ones(len(records), dtype=bool)
