@@ -26,23 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from corpus import stdlib_tokens   # benchmarks/corpus.py (the script's folder is on sys.path)
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads collapse on shared cores
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def stdlib_tokens() -> list[str]:
-    import sysconfig
-
-    toks: list[str] = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            toks += path.read_text(encoding="utf-8").split()
-        except (UnicodeDecodeError, OSError):
-            continue
-    return toks
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from corpus import edit_words, stdlib_tokens   # benchmarks/corpus.py (the script's folder is on sys.path)
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # busy-waiting OpenMP threads collapse on shared cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,35 +44,6 @@ WORD = re.compile(r"[0-9a-z_\u0080-\U0010ffff]+")  # lmforge's word definition (
 
 
 # ---- the corpus ---------------------------------------------------------------------------------------------
-
-def stdlib_tokens() -> list[str]:
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    toks: list[str] = []
-    for path in sorted(root.rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            toks += path.read_text(encoding="utf-8").split()
-        except (UnicodeDecodeError, OSError):
-            continue
-    return toks
-
-
-def edit_words(text: str, rate: float, rng: random.Random, vocab: list[str]) -> str:
-    out = []
-    for tok in text.split():
-        if rng.random() < rate:
-            op = rng.randrange(3)
-            if op == 0:
-                out.append(rng.choice(vocab))
-            elif op == 2:
-                out += [tok, rng.choice(vocab)]
-        else:
-            out.append(tok)
-    return " ".join(out)
-
 
 def build_corpus(n: int, seed: int, near: float = 0.10, exact: float = 0.02):
     """(texts, planted pairs [(original row, copy row)]) in a seeded shuffled order."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lmforge.curate import dedup
+from planting import edit_words
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 WORD = re.compile(r"[0-9a-z_\u0080-\U0010ffff]+")  # the documented word definition, applied after str.lower()
@@ -42,21 +43,6 @@ def stdlib_chunks(limit: int, words: int = 150, packages=("json", "email", "logg
             if len(out) >= limit:
                 return out[:limit]
     return out
-
-
-def edit_words(text: str, rate: float, rng: random.Random, vocab: list[str]) -> str:
-    """Replace, delete or insert each whitespace word with probability `rate`."""
-    out = []
-    for tok in text.split():
-        if rng.random() < rate:
-            op = rng.randrange(3)
-            if op == 0:
-                out.append(rng.choice(vocab))
-            elif op == 2:
-                out += [tok, rng.choice(vocab)]
-        else:
-            out.append(tok)
-    return " ".join(out)
 
 
 def brute_force_pairs(texts: list[str], threshold: float, n: int = 5) -> set[tuple[int, int]]:

