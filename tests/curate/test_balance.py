@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lmforge.curate.balance import topic_cap
@@ -16,11 +16,14 @@ def best_cap(sizes, share):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 60), min_size=2, max_size=8), st.floats(0.05, 1.0), st.integers(0, 3))
+@example([5, 9, 3], 0.3, 0)  # always one impossible share: 3 topics cannot each hold <= 30%
 def test_topic_cap_matches_brute_force(sizes, share, seed):
-    if share * len(sizes) < 1:
-        return
     clusters = np.repeat(np.arange(len(sizes)) * 7 + 3, sizes)   # arbitrary labels
     np.random.default_rng(seed).shuffle(clusters)
+    if share * len(sizes) < 1:  # k topics cannot each hold under 1/k of the records: refused, not returned
+        with pytest.raises(RecipeError, match=f"impossible with {len(sizes)} topics"):
+            topic_cap(clusters, share, seed=seed)
+        return
     keep = topic_cap(clusters, share, seed=seed)
     c = best_cap(sizes, share)
     kept = np.array([(keep & (clusters == lab)).sum() for lab in np.arange(len(sizes)) * 7 + 3])
