@@ -3,6 +3,7 @@ and a tiny-model recipe. Everything is built locally; nothing is downloaded."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,6 +13,21 @@ from pathlib import Path
 import pytest
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def require(module: str, *, env: str = "LMFORGE_REQUIRE_ALL"):
+    """Import and return `module` (where pytest.importorskip was used). When it is not installed the test skips,
+    unless `env` or LMFORGE_REQUIRE_ALL (which `make test` sets) is 1: then it fails, naming the module, so a
+    green `make test` ran everything. A module that is installed but broken is an error either way."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise  # a dependency of an installed module is missing: a broken install, not an optional peer
+    reason = f"{module} is not installed; install the test extra: pip install -e '.[test]'"
+    if "1" in (os.environ.get(env), os.environ.get("LMFORGE_REQUIRE_ALL")):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
