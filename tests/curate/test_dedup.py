@@ -118,10 +118,18 @@ def test_words_match_the_regex_oracle_and_hash_injectively():
 
 
 def test_shingle_sets_match_word_tuples():
-    texts = stdlib_chunks(200) + ["one two three", "", "a b c d e", "a b c d e f"]
+    """Each record's set of shingle hashes is the image of its set of word 5-tuples under one injective naming:
+    a tuple is named by the hash of a text made of just those words (a record of <= 5 words has one shingle)."""
+    texts = stdlib_chunks(200) + ["one two three", "", "a b c d e", "a b c d e f", "x y z x y z x y"]
     h, offsets = dedup.shingles(texts, 5)
+    sets = [oracle_shingles(t) for t in texts]
+    tuples = sorted(set().union(*sets))
+    named, one_each = dedup.shingles([" ".join(g) for g in tuples], 5)
+    assert np.array_equal(one_each, np.arange(len(tuples) + 1))
+    name = dict(zip(tuples, named.tolist()))
+    assert len(set(name.values())) == len(tuples)  # distinct tuples, distinct hashes (no collision here)
     for i, t in enumerate(texts):
-        assert len(set(h[offsets[i]:offsets[i + 1]].tolist())) == len(oracle_shingles(t)), t[:60]
+        assert set(h[offsets[i]:offsets[i + 1]].tolist()) == {name[g] for g in sets[i]}, t[:60]
 
 
 def test_signatures_are_pure_and_batchable():
@@ -157,6 +165,44 @@ def test_minhash_estimates_jaccard_as_well_as_datasketch():
     assert abs((ours - truth).mean()) < 0.01
     assert np.abs(ours - truth).max() < 5 * sd.max() + 1e-9
     assert np.sqrt(((ours - truth) ** 2).mean()) < 1.5 * np.sqrt(((theirs - truth) ** 2).mean()) + 0.005
+
+
+def s_curve(s, bands: int, rows: int):
+    """P(candidate | Jaccard s) = 1 - (1 - s^r)^b: some band of r rows agrees entirely."""
+    return 1 - (1 - np.asarray(s, dtype=np.float64) ** rows) ** bands
+
+
+def false_candidate_area(threshold: float, bands: int, rows: int) -> float:
+    """The area under the S-curve below the threshold (what lsh_params documents it minimises)."""
+    from scipy.integrate import quad
+
+    return quad(lambda s: float(s_curve(s, bands, rows)), 0, threshold, epsabs=1e-12)[0]
+
+
+def brute_force_bands(threshold: float, num_perm: int, recall: float) -> tuple[int, int]:
+    """Every (bands, rows) with bands * rows <= num_perm: the least false-candidate area among those with
+    P(threshold) >= recall, else the highest P(threshold)."""
+    choices = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]
+    ok = [c for c in choices if s_curve(threshold, *c) >= recall]
+    if not ok:
+        return max(choices, key=lambda c: s_curve(threshold, *c))
+    return min(ok, key=lambda c: false_candidate_area(threshold, *c))
+
+
+@pytest.mark.parametrize("threshold, num_perm, recall", [
+    (t, p, 0.97) for t in (0.5, 0.7, 0.8, 0.9) for p in (32, 128, 256)] + [
+    (0.8, 128, 0.9), (0.85, 64, 0.99), (0.3, 8, 0.999), (0.6, 4, 0.99)])  # the last two: nothing reaches it
+def test_lsh_params_is_the_brute_force_optimum(threshold, num_perm, recall):
+    b, r = dedup.lsh_params(threshold, num_perm, recall=recall)
+    want = brute_force_bands(threshold, num_perm, recall)
+    assert b * r <= num_perm
+    if s_curve(threshold, *want) < recall:  # unreachable: the highest recall there is
+        assert s_curve(threshold, b, r) == pytest.approx(s_curve(threshold, *want), abs=1e-12)
+        return
+    assert s_curve(threshold, b, r) >= recall
+    # the code integrates on a grid; equal up to that (a different choice of equal area is as good)
+    assert false_candidate_area(threshold, b, r) == pytest.approx(false_candidate_area(threshold, *want), rel=1e-3)
+    assert dedup.lsh_recall(threshold, b, r) == pytest.approx(float(s_curve(threshold, b, r)))
 
 
 def test_lsh_params_reach_the_promised_recall():

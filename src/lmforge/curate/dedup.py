@@ -241,11 +241,12 @@ def lsh_params(threshold: float, num_perm: int, *, recall: float = 0.97) -> tupl
     grid = np.linspace(0, threshold, 201)
     best, best_fp, fallback, fallback_p = None, math.inf, (1, 1), -1.0
     for r in range(1, num_perm + 1):
-        b = num_perm // r
-        p_t = 1 - (1 - threshold ** r) ** b
-        if p_t > fallback_p:
-            fallback, fallback_p = (b, r), p_t
-        if p_t >= recall:
+        for b in range(num_perm // r, 0, -1):  # fewer bands than fit: fewer false candidates, lower recall
+            p_t = 1 - (1 - threshold ** r) ** b
+            if p_t > fallback_p:
+                fallback, fallback_p = (b, r), p_t
+            if p_t < recall:
+                break  # P(threshold) only falls as bands are removed
             fp = float(np.mean(1 - (1 - grid ** r) ** b)) * threshold  # area under P(s) on [0, threshold]
             if fp < best_fp:
                 best, best_fp = (b, r), fp
