@@ -12,6 +12,12 @@ Terms are code-aware: identifiers (letters, digits, `_`, starting with a letter 
 characters, lowercased) such as `json_decode` or `__init__`; English stop words and Python keywords and
 `self`/`cls` are dropped. Texts are counted in chunks (a streaming pass), at the finest distinct path of the
 hierarchy; coarser levels add their children's counts up.
+
+Two rules keep labels telling (`distinct_labels`, also applied by the studio to maps written before them):
+a term present in almost every cluster of a level (GENERIC_SHARE of them, in at least two records each)
+names none of them, so it is no keyword of a cluster that has any other term; and siblings (the clusters under one parent) get
+different leading keywords: the bigger sibling keeps its best word, a smaller one leads with its best word
+that no bigger sibling leads with.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import numpy as np
 TOKEN_PATTERN = r"(?u)\b[^\W\d]\w+\b"
 NO_WORDS = "(no words)"  # the label of a cluster whose records have no term at all (e.g. empty files)
 CODE_STOP_WORDS = {"self", "cls"}
+GENERIC_SHARE = 0.9  # a term present in this share of a level's clusters (and in >= 3 of them) is generic
+GENERIC_KEYWORD_SHARE = 0.5  # without counts: a keyword of more than half of a level's topics (>= 3) is generic
 
 
 def stop_words() -> frozenset[str]:
@@ -119,15 +127,60 @@ def ctfidf(counts) -> "scipy.sparse.csr_matrix":  # noqa: F821
     return csr_matrix(tf @ diags(idf))
 
 
+def _generic(docs, size: np.ndarray) -> np.ndarray:
+    """bool [V]: the terms present (in min(2, size) records) in GENERIC_SHARE of the clusters, and in >= 3."""
+    d = docs.tocoo()
+    present = d.data >= np.minimum(2, size)[d.row]
+    clusters = np.bincount(d.col[present], minlength=docs.shape[1])
+    return (clusters >= 3) & (clusters >= GENERIC_SHARE * docs.shape[0])
+
+
 def _top_terms(scores, docs, size: np.ndarray, terms: np.ndarray, top_k: int) -> list[list[str]]:
+    generic = _generic(docs, size)
     out = []
     for c in range(scores.shape[0]):
         lo, hi = scores.indptr[c], scores.indptr[c + 1]
         cols, vals = scores.indices[lo:hi], scores.data[lo:hi]
         enough = docs[c, cols].toarray().ravel() >= min(2, size[c])
-        # eligible terms first, then by score, then alphabetically (deterministic ties)
+        # eligible terms first, then by score, then alphabetically (deterministic ties); generic terms only
+        # when the cluster has no other
         order = np.lexsort((terms[cols].astype(str), -vals, ~enough))
-        out.append([str(terms[cols[i]]) for i in order[:top_k] if vals[i] > 0])
+        order = order[vals[order] > 0]
+        specific = order[~generic[cols[order]]]
+        out.append([str(terms[cols[i]]) for i in (specific if len(specific) else order)[:top_k]])
+    return out
+
+
+def distinct_labels(topics: list[dict]) -> list[dict]:
+    """Topics (dicts with level, cluster, parent, keywords, size) with `keywords` filtered and reordered and
+    `label` set: a keyword of more than GENERIC_KEYWORD_SHARE of a level's topics (when >= 3 have it) is
+    dropped from every topic that has other words, and siblings lead with different keywords where their
+    words allow it (bigger siblings choose first). The label is the first three keywords joined by ", ", or
+    NO_WORDS. Returns new dicts; the input is not changed."""
+    from collections import Counter, defaultdict
+
+    out = [dict(t, keywords=list(t.get("keywords") or [])) for t in topics]
+    by_level: dict[int, list[dict]] = defaultdict(list)
+    for t in out:
+        by_level[t["level"]].append(t)
+    for level_topics in by_level.values():
+        k = len(level_topics)
+        share = Counter(w for t in level_topics for w in set(t["keywords"]))
+        generic = {w for w, c in share.items() if k >= 3 and c >= 3 and c > GENERIC_KEYWORD_SHARE * k}
+        siblings: dict = defaultdict(list)
+        for t in level_topics:
+            t["keywords"] = [w for w in t["keywords"] if w not in generic] or t["keywords"]
+            siblings[t.get("parent")].append(t)
+        for group in siblings.values():
+            taken: set[str] = set()
+            for t in sorted(group, key=lambda t: (-t.get("size", 0), t["cluster"])):
+                kws = t["keywords"]
+                lead = next((w for w in kws if w not in taken), kws[0] if kws else None)
+                if lead is not None:
+                    t["keywords"] = [lead] + [w for w in kws if w != lead]
+                    taken.add(lead)
+    for t in out:
+        t["label"] = ", ".join(t["keywords"][:3]) or NO_WORDS
     return out
 
 
@@ -135,8 +188,8 @@ def label_clusters(texts: Iterable[str], hierarchy: np.ndarray, xy: np.ndarray, 
                    chunk: int = 4096, progress: Callable[[int], None] | None = None) -> list[dict]:
     """Topic dicts for every (level, cluster) of `hierarchy` (int [n, L], level 0 coarsest), in level then
     cluster order: {"level", "cluster", "parent" (its level-1 cluster, None at level 0), "label" (the first
-    three keywords joined by ", ", or NO_WORDS), "keywords" (up to top_k), "size", "x", "y" (mean position
-    in `xy`)}.
+    three keywords joined by ", ", or NO_WORDS), "keywords" (up to top_k; ordered by `distinct_labels`),
+    "size", "x", "y" (mean position in `xy`)}.
 
     `texts` is any iterable of the n texts in row order; it is read once, `chunk` texts at a time.
     """
@@ -168,4 +221,4 @@ def label_clusters(texts: Iterable[str], hierarchy: np.ndarray, xy: np.ndarray, 
                            "label": ", ".join(keywords[j][:3]) or NO_WORDS, "keywords": keywords[j],
                            "size": int(size[j]),
                            "x": float(cx[j]), "y": float(cy[j])})
-    return topics
+    return distinct_labels(topics)
