@@ -3,14 +3,20 @@ independent pure-Python implementation of BERTopic's formula (regex tokens, Coun
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections import Counter
 
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from lmforge.curate.label import label_clusters, stop_words
+
+# what label.py says it drops, from the lists themselves: English stop words, Python keywords, self/cls
+ORACLE_STOP = frozenset(ENGLISH_STOP_WORDS) | {k.lower() for k in keyword.kwlist} | {"self", "cls"}
+TERM = re.compile(r"\b[^\W\d]\w+\b")  # the documented term: an identifier of two or more characters
 
 FILLER = ("the data value item list text function object result name file line number string type "
           "default error first last call test").split()
@@ -67,14 +73,33 @@ def test_chunking_does_not_change_labels():
     assert label_clusters(iter(texts), h, xy, chunk=7) == label_clusters(texts, h, xy, chunk=10_000)
 
 
+def test_stop_words_are_exactly_the_documented_lists():
+    """Every English stop word, Python keyword, `self` and `cls` is dropped even where it is a cluster's most
+    distinctive term, and nothing else is: with room for every term, a cluster's keywords are exactly its
+    other terms (checked as sets, so the ranking is free to change)."""
+    stop = sorted(w for w in ORACLE_STOP if TERM.fullmatch(w))
+    kept = {0: ["parser", "grammar", "print", "exec", "match"], 1: ["socket", "packet", "case", "python", "selfish"]}
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for c in (0, 1):
+        own_stop = stop[c::2]  # each cluster its own half of the stop words: distinctive if they were counted
+        for _ in range(12):
+            words = list(rng.choice(own_stop, 40)) + list(rng.choice(kept[c], 8))
+            words[0] = words[0].upper() if c else words[0].title()  # case must not rescue a stop word
+            texts.append(" ".join(words))
+            labels.append(c)
+    assert stop_words() == ORACLE_STOP
+    topics = label_clusters(texts, np.array(labels)[:, None], np.zeros((len(texts), 2)), top_k=1000)
+    for t in topics:
+        assert set(t["keywords"]) == set(kept[t["cluster"]]), t
+
+
 def oracle_keywords(texts, labels, top_k):
     """BERTopic's c-TF-IDF written out: tf = count / terms of the class, idf = log(1 + mean terms per class /
     count of the term in all classes); terms in >= 2 records of the class first; ties alphabetical."""
-    stop = stop_words()
-    tok = re.compile(r"\b[^\W\d]\w+\b")
     counts, docs = {}, {}
     for text, c in zip(texts, labels):
-        terms = [t for t in tok.findall(text.lower()) if t not in stop]
+        terms = [t for t in TERM.findall(text.lower()) if t not in ORACLE_STOP]
         counts.setdefault(c, Counter()).update(terms)
         docs.setdefault(c, Counter()).update(set(terms))
     total = Counter()
