@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fixtures_map import DTYPES, SEARCH_WORD, text_of, write_map
+from fixtures_map import DTYPES, SEARCH_WORD, is_chat, text_of, write_map
 
 pytest.importorskip("fastapi")
 pytest.importorskip("duckdb")
@@ -53,7 +53,11 @@ def test_meta_and_columns_match_the_planted_points(client, planted):
     sources = np.asarray(cols["source"]["categories"])[column(client, "source")]
     assert sources.tolist() == [r["source"] for r in planted.records]
     assert np.array_equal(column(client, "length"), [len(text_of(r)) for r in planted.records])
-    assert column(client, "short_answer").sum() == cols["short_answer"]["true"] > 0
+    # short answers: the chats the fixture plants with the one-word answer "ok" (rows r % 10 == 8)
+    planted_short = [r for r in range(N) if is_chat(r) and r % 10 == 8]
+    assert all(planted.records[r]["messages"][-1]["content"].split()[0] == "ok" for r in planted_short)
+    assert np.flatnonzero(column(client, "short_answer")).tolist() == planted_short
+    assert cols["short_answer"]["true"] == len(planted_short) > 0
     # group status: 2 = redundant iff the record is in a group and is not its representative
     for name, group in (("exact_dup", planted.exact), ("near_dup", planted.near)):
         status = column(client, name)
