@@ -45,7 +45,8 @@ def test_missing_module_skips_by_default(tmp_path):
     assert MISSING in out and "pip install -e '.[test]'" in out
 
 
-@pytest.mark.parametrize("env", [{"LMFORGE_REQUIRE_ALL": "1"}, {"LMFORGE_REQUIRE_ALL": "1", "LMFORGE_REQUIRE_BROWSER": "0"}])
+@pytest.mark.parametrize("env", [{"LMFORGE_REQUIRE_ALL": "1"},
+                                 {"LMFORGE_REQUIRE_ALL": "1", "LMFORGE_REQUIRE_BROWSER": "0"}])
 def test_missing_module_fails_when_everything_is_required(tmp_path, env):
     counts, out = _pytest(tmp_path, IN_TEST, **env)
     assert counts == {"passed": 1, "failed": 1}, out

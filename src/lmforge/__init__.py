@@ -21,10 +21,10 @@ def __getattr__(name):  # PEP 562: heavy modules (torch) load on first use only
         from lmforge.infer.engine import generate_text
 
         return generate_text
-    if name == "train":
-        from lmforge.train.trainer import train
+    if name == "train":  # the subpackage, which is callable (see lmforge/train/__init__.py)
+        import lmforge.train
 
-        return train
+        return lmforge.train
     if name == "ingest":
         from lmforge.data.ingest import ingest
 
