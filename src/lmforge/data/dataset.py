@@ -2,6 +2,10 @@
 
 Columns: id, text (null for chat records), messages (list of {role, content}; null for text records),
 source, split ("train" or "validation").
+
+The content hash (docs/data.md) is SHA-256 over the records in dataset order, each record being its
+COLUMNS as a JSON object with sorted keys (`json.dumps(..., sort_keys=True, ensure_ascii=False)`, default
+separators), UTF-8 encoded, concatenated with nothing between them.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from lmforge.io import read_json, write_json
 
 FORMAT = "lmforge.dataset"
 ROWS_PER_FILE = 50_000
+COLUMNS = ("id", "text", "messages", "source", "split")
+
+
+def _hash_record(h, record: dict) -> None:
+    h.update(json.dumps({c: record.get(c) for c in COLUMNS}, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
 def _schema():
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return pa.schema([("id", pa.string()), ("text", pa.string()), ("messages", pa.list_(message)),
-                      ("source", pa.string()), ("split", pa.string())])
+    types = {"id": pa.string(), "text": pa.string(), "messages": pa.list_(message), "source": pa.string(),
+             "split": pa.string()}
+    return pa.schema([(c, types[c]) for c in COLUMNS])
 
 
 class DatasetWriter:
@@ -40,7 +50,7 @@ class DatasetWriter:
         self._rows_in_file = 0
 
     def add(self, record: dict) -> None:
-        self.hash.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        _hash_record(self.hash, record)
         c = self.counts
         c["records"] += 1
         c[record["split"]] += 1
@@ -71,10 +81,31 @@ class DatasetWriter:
         self._rows_in_file += len(self.buffer)
         self.buffer = []
 
-    def close(self, **meta: Any) -> dict:
+    def _resplit(self, splits: dict[int, str]) -> None:
+        """Give the records at these positions (0-based, dataset order) another split: the files are
+        rewritten in place (inside the temporary directory) and the hash is recomputed from them."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.hash, start = hashlib.sha256(), 0
+        for name in self.files:
+            rows = pq.read_table(self.dir / name).to_pylist()
+            for i, row in enumerate(rows, start):
+                if i in splits and row["split"] != splits[i]:
+                    self.counts[row["split"]] -= 1
+                    self.counts[splits[i]] += 1
+                    row["split"] = splits[i]
+                _hash_record(self.hash, row)
+            if any(start <= i < start + len(rows) for i in splits):
+                pq.write_table(pa.Table.from_pylist(rows, schema=_schema()), self.dir / name, compression="zstd")
+            start += len(rows)
+
+    def close(self, *, resplit: dict[int, str] | None = None, **meta: Any) -> dict:
         self._flush()
         if self._writer is not None:
             self._writer.close()
+        if resplit:
+            self._resplit(resplit)
         if self.counts["records"] == 0:
             raise DataError("no records found in the input", hint="check the paths and --include/--exclude globs")
         info = {

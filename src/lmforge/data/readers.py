@@ -1,7 +1,8 @@
 """Readers turn user files into records: {"id", "text"} or {"id", "messages"}, plus "source".
 
-Every reader stops at the first bad row with a DataError that names the file, the line (or row) and the
-reason; nothing is skipped silently.
+"source" names where a record came from independently of how its path was spelled: a file given directly
+by its name, a file inside a folder by its path relative to that folder. Every reader stops at the first bad
+row with a DataError that names the file, the line (or row) and the reason; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 DEFAULT_EXCLUDE = (".*", "*/.*", "__pycache__", "*/__pycache__/*", "*.pyc")
 
 
-def _decode(raw: bytes, where: str) -> str:
+def _decode(raw: bytes, where: str, *, file_start: bool = True) -> str:
+    """UTF-8 text. A byte-order mark at the start of a file (many editors and spreadsheet exports write one)
+    marks the encoding and is not part of the text."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at line {line}, offset {e.start})", where=where,
                         hint="convert the file to UTF-8 or exclude it") from None
+    return text.removeprefix("\ufeff") if file_start else text
 
 
 def _record(obj: dict, where: str, text_field: str, rid: str, source: str) -> Record:
@@ -58,7 +62,7 @@ def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
     with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             where = f"{path}:{lineno}"
-            line = _decode(raw, where).strip()
+            line = _decode(raw, where, file_start=lineno == 1).strip()
             if not line:
                 continue
             try:
@@ -72,7 +76,7 @@ def json_objects(path: Path) -> Iterator[tuple[int, str, dict]]:
 
 def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Record]:
     for lineno, where, obj in json_objects(path):
-        yield _record(obj, where, text_field, f"{path.name}:{lineno}", str(path))
+        yield _record(obj, where, text_field, f"{path.name}:{lineno}", path.name)
 
 
 def read_csv(path: Path, text_field: str = "text") -> Iterator[Record]:
@@ -89,7 +93,7 @@ def read_csv(path: Path, text_field: str = "text") -> Iterator[Record]:
             raise DataError(f"row has more fields than the header's {len(reader.fieldnames)}", where=where)
         if row[text_field] is None:
             raise DataError(f"row has no value for '{text_field}'", where=where)
-        yield _record(row, where, text_field, f"{path.name}:{reader.line_num}", str(path))
+        yield _record(row, where, text_field, f"{path.name}:{reader.line_num}", path.name)
 
 
 def read_parquet(path: Path, text_field: str = "text") -> Iterator[Record]:
@@ -108,7 +112,7 @@ def read_parquet(path: Path, text_field: str = "text") -> Iterator[Record]:
         for obj in batch.to_pylist():
             row += 1
             obj = {k: v for k, v in obj.items() if v is not None}
-            yield _record(obj, f"{path}:row {row}", text_field, f"{path.name}:{row}", str(path))
+            yield _record(obj, f"{path}:row {row}", text_field, f"{path.name}:{row}", path.name)
 
 
 def _matches(rel: str, patterns) -> bool:
@@ -164,4 +168,4 @@ def read_source(src: Path, text_field: str = "text", include=None, exclude=None)
     if suffix == ".parquet":
         return read_parquet(src, text_field)
     return iter([{"id": src.name, "text": _decode(src.read_bytes(), str(src)), "messages": None,
-                  "source": str(src)}])
+                  "source": src.name}])
