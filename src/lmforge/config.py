@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from lmforge.errors import RecipeError
 
@@ -17,6 +18,16 @@ class Strict(BaseModel):
     """Base of every recipe section: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+    # Groups of keys that name the same thing different ways (`data.path` / `data.corpus`): a section gives
+    # exactly one of each group, and `--set` of one replaces the others.
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    @model_validator(mode="after")
+    def _one_of_each_alternative(self):
+        for group in self.ALTERNATIVES:
+            if sum(getattr(self, key) is not None for key in group) != 1:
+                raise PydanticCustomError("alternatives", "give exactly one of {keys}", {"keys": group})
+        return self
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:
@@ -30,18 +41,23 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _valid_keys(root: type[BaseModel], loc: tuple) -> tuple[str, list[str]]:
-    """The section a validation error points into and that section's valid keys."""
+def _section(root: type[BaseModel], path) -> type[BaseModel]:
+    """The model of the section at `path` (keys, list indices), or of the deepest section on the way."""
     cls: type[BaseModel] = root
-    for part in loc[:-1]:
-        if isinstance(part, int):           # an item of a list section
+    for part in path:
+        if isinstance(part, int) or str(part).isdigit():    # an item of a list section
             continue
         field = cls.model_fields.get(part)
         sub = _submodel(field.annotation) if field is not None else None
         if sub is None:
             break
         cls = sub
-    return ".".join(map(str, loc[:-1])) or "recipe", sorted(cls.model_fields)
+    return cls
+
+
+def _valid_keys(root: type[BaseModel], loc: tuple) -> tuple[str, list[str]]:
+    """The section a validation error points into and that section's valid keys."""
+    return ".".join(map(str, loc[:-1])) or "recipe", sorted(_section(root, loc[:-1]).model_fields)
 
 
 def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> str:
@@ -52,6 +68,9 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> s
         if e["type"] == "extra_forbidden":
             section, keys = _valid_keys(root, loc)
             parts.append(f"unknown key '{key}'; valid keys in {section}: {', '.join(keys)}")
+        elif e["type"] == "alternatives":
+            names = [f"{key}.{k}" if key else k for k in e["ctx"]["keys"]]
+            parts.append(f"give exactly one of {' or '.join(names)}")
         elif e["type"] == "missing":
             parts.append(f"missing key '{key}'")
         else:
@@ -61,8 +80,10 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel]) -> s
     return f"{source}: " + "; ".join(parts)
 
 
-def apply_override(data: dict, assignment: str) -> None:
-    """`train.lr=1e-3` sets data["train"]["lr"] = 0.001 (the value is parsed as YAML)."""
+def apply_override(data: dict, assignment: str, model: type[BaseModel] | None = None) -> None:
+    """`train.lr=1e-3` sets data["train"]["lr"] = 0.001 (the value is parsed as YAML). With the recipe's
+    `model`, setting one key of an alternatives group (`data.path`) removes the others (`data.corpus`): an
+    override of the data source replaces it."""
     if "=" not in assignment:
         raise RecipeError(f"--set {assignment!r} is not KEY=VALUE", hint="e.g. --set train.max_steps=100")
     key, raw = assignment.split("=", 1)
@@ -72,7 +93,13 @@ def apply_override(data: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: '{part}' is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if model is not None and value is not None:
+        for group in getattr(_section(model, parts[:-1]), "ALTERNATIVES", ()):
+            if parts[-1] in group:
+                for other in group:
+                    node.pop(other, None)
+    node[parts[-1]] = value
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -50,6 +50,28 @@ def test_set_overrides_and_their_errors(tmp_path):
 def test_data_needs_exactly_one_source(tmp_path):
     with pytest.raises(RecipeError, match="exactly one of data.path or data.corpus"):
         load_recipe(_write(tmp_path, {**BASE, "data": {}}))
+    with pytest.raises(RecipeError, match="exactly one of tokenizer.path or tokenizer.vocab_size"):
+        load_recipe(_write(tmp_path, {**BASE, "tokenizer": {"path": "t", "vocab_size": 8}}))
+
+
+@pytest.mark.parametrize("recipe,override,expected", [
+    # an override of the data source or the tokenizer replaces it; the other keys of the section stay
+    ({"data": {"corpus": "python-stdlib"}}, "data.path=ds", {"data": {"path": "ds", "corpus": None}}),
+    ({"data": {"path": "ds"}}, "data.corpus=python-stdlib", {"data": {"path": None, "corpus": "python-stdlib"}}),
+    ({"tokenizer": {"vocab_size": 512, "min_frequency": 3}}, "tokenizer.path=tok",
+     {"tokenizer": {"path": "tok", "vocab_size": None, "min_frequency": 3}}),
+    ({"tokenizer": {"path": "tok"}}, "tokenizer.vocab_size=300",
+     {"tokenizer": {"path": None, "vocab_size": 300, "min_frequency": 2}}),
+])
+def test_set_of_one_alternative_replaces_the_other(tmp_path, recipe, override, expected):
+    r = load_recipe(_write(tmp_path, {**BASE, **recipe}), [override]).model_dump()
+    for section, values in expected.items():
+        assert {k: r[section][k] for k in values} == values
+
+
+def test_set_cannot_clear_the_only_source(tmp_path):
+    with pytest.raises(RecipeError, match="exactly one of data.path or data.corpus"):
+        load_recipe(_write(tmp_path, BASE), ["data.corpus=null"])
 
 
 def test_cli_exit_code_and_single_line(tmp_path):
@@ -80,3 +102,82 @@ def test_missing_dataset_stops_before_writing_a_run(tmp_path):
     proc = run_cli("train", path, "--out", tmp_path / "run")
     assert proc.returncode == 2 and "not a dataset directory" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+# --- --resume: the saved run is the source of truth -------------------------------------------------------
+
+def _start(tmp_path, file_data, overrides):
+    """What `lmforge train r.yaml --set ...` leaves in the run directory before its first step."""
+    from lmforge.train.recipe import resolve_run, save_run_recipe
+
+    path = _write(tmp_path, file_data)
+    recipe, run_dir, source = resolve_run(path, overrides, tmp_path / "run", resume=False)
+    save_run_recipe(run_dir, recipe, resume=False, source=source)
+    return path, run_dir
+
+
+def _resume(path, run_dir, overrides=()):
+    from lmforge.train.recipe import check_resume, resolve_run, save_run_recipe
+
+    recipe, _, _ = resolve_run(path, list(overrides), run_dir, resume=True)
+    check_resume(run_dir, recipe)
+    save_run_recipe(run_dir, recipe, resume=True)
+    return recipe
+
+
+def test_resume_with_the_file_keeps_the_runs_overrides(tmp_path):
+    path, run = _start(tmp_path, BASE, ["train.lr=2e-3", "train.max_steps=400", "data.path=ds"])
+    for recipe_arg in (path, None):                 # with the recipe file, or with the run directory alone
+        r = _resume(recipe_arg, run)
+        assert (r.train.lr, r.train.max_steps, r.data.path, r.data.corpus) == (2e-3, 400, "ds", None)
+    r = _resume(path, run, ["train.max_steps=800", "train.eval_interval=7"])
+    assert (r.train.lr, r.train.max_steps, r.train.eval_interval) == (2e-3, 800, 7)
+    r = _resume(path, run)                          # a later resume with the file alone keeps 800
+    assert (r.train.lr, r.train.max_steps, r.train.eval_interval) == (2e-3, 800, 7)
+
+
+# The keys that cannot change the trajectory already run (docs/training.md); everything else is refused.
+RESUMABLE = {"name": "other", "train.max_steps": 9, "train.eval_interval": 3, "train.eval_tokens": 64,
+             "train.final_eval_tokens": 128, "train.checkpoint_interval": 2, "train.keep_checkpoints": 5,
+             "train.log_interval": 1, "train.threads": 1}
+FIXED = {"seed": 1, "train.lr": 0.5, "train.seq_len": 8, "train.optimizer": "muon", "train.precision": "bf16",
+         "train.compile": False, "model.hidden_size": 96, "tokenizer.vocab_size": 300, "data.path": "other"}
+
+
+@pytest.mark.parametrize("key,value", list(RESUMABLE.items()))
+def test_resume_may_change_what_cannot_change_the_trajectory(tmp_path, key, value):
+    path, run = _start(tmp_path, BASE, ["train.lr=2e-3"])
+    r = _resume(None, run, [f"{key}={value}"])
+    node = r.model_dump()
+    for part in key.split("."):
+        node = node[part]
+    assert node == value and r.train.lr == 2e-3
+
+
+@pytest.mark.parametrize("key,value", list(FIXED.items()))
+def test_resume_refuses_a_change_to_the_trajectory(tmp_path, key, value):
+    path, run = _start(tmp_path, BASE, [])
+    before = (run / "recipe.yaml").read_text()
+    with pytest.raises(RecipeError, match=rf"the recipe differs.*{key} is .* in this run, {value!r} now"):
+        _resume(path, run, [f"{key}={value}"])
+    assert (run / "recipe.yaml").read_text() == before
+
+
+def test_resume_sees_edits_of_the_recipe_file(tmp_path):
+    path, run = _start(tmp_path, BASE, ["train.lr=2e-3"])
+    path.write_text(yaml.safe_dump({**BASE, "train": {"max_steps": 50}}))      # more steps: accepted
+    assert _resume(path, run).train.max_steps == 50
+    path.write_text(yaml.safe_dump({**BASE, "seed": 3}))                       # another seed: refused
+    with pytest.raises(RecipeError, match="seed is 1337 in this run, 3 now"):
+        _resume(path, run)
+
+
+def test_resume_without_recipe_needs_a_run(tmp_path):
+    from lmforge.train.recipe import resolve_run
+
+    with pytest.raises(RecipeError, match="needs the run directory"):
+        resolve_run(None, [], None, resume=True)
+    with pytest.raises(RecipeError, match="nothing to resume"):
+        resolve_run(None, [], tmp_path / "empty", resume=True)
+    with pytest.raises(RecipeError, match="no RECIPE"):
+        resolve_run(None, [], tmp_path / "empty", resume=False)

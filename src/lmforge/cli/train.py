@@ -9,21 +9,22 @@ import typer
 
 
 def train(
-    recipe: Path = typer.Argument(..., help="A recipe YAML (see recipes/)."),
+    recipe: Optional[Path] = typer.Argument(None, help="A recipe YAML (see recipes/); optional with --resume."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: --set train.lr=1e-3."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Shorthand for --set train.max_steps=N."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run directory's saved run from its latest "
+                                "checkpoint; only max_steps and eval/log/checkpoint settings may change."),
 ):
-    """Train RECIPE; the run directory gets recipe.yaml, checkpoints/, metrics.jsonl and model/."""
+    """Train RECIPE; the run directory gets recipe.yaml, overrides.yaml, checkpoints/, metrics.jsonl and model/."""
     from rich.console import Console
 
-    from lmforge.train.recipe import load_recipe
+    from lmforge.train.recipe import resolve_run
     from lmforge.train.trainer import train as run
 
     overrides = list(set_ or []) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
-    r = load_recipe(recipe, overrides)
-    result = run(r, out or Path("runs") / r.name, resume=resume)
+    r, run_dir, source = resolve_run(recipe, overrides, out, resume=resume)
+    result = run(r, run_dir, resume=resume, source=source)
     v = result["validation"]
     Console().print(f"[green]done[/] {result['steps']} steps: validation loss {v['loss']:.4f} nats/token, "
                     f"{v['bpb']:.4f} bits/byte; model in {result['model']}")

@@ -1,37 +1,42 @@
-"""Training recipes: YAML validated by pydantic. Unknown keys are errors that list the valid keys."""
+"""Training recipes: YAML validated by pydantic. Unknown keys are errors that list the valid keys.
+
+Also the recipe files of a run directory: `recipe.yaml` (the resolved recipe, the source of truth on
+`--resume`) and `overrides.yaml` (the recipe file the run was started from and every override since, so
+that resuming with that file and no `--set` continues the saved run rather than undoing its overrides).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+import yaml
+from pydantic import Field
 
 from lmforge.config import Strict, apply_override, dump, load_yaml, validate
+from lmforge.errors import RecipeError
+from lmforge.io import atomic_write_text
 from lmforge.model.config import ModelConfig
+
+RUN_RECIPE = "recipe.yaml"
+RUN_OVERRIDES = "overrides.yaml"
+# Keys that cannot change the trajectory already run: the only ones --resume may change.
+RESUMABLE = ("name", "train.max_steps", "train.eval_interval", "train.eval_tokens", "train.final_eval_tokens",
+             "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval", "train.threads")
 
 
 class DataSpec(Strict):
+    ALTERNATIVES = (("path", "corpus"),)
     path: str | None = Field(None, description="a dataset directory written by `lmforge data ingest`")
     corpus: Literal["python-stdlib"] | None = Field(None, description="an embedded corpus, built and cached")
 
-    @model_validator(mode="after")
-    def _one(self) -> "DataSpec":
-        if (self.path is None) == (self.corpus is None):
-            raise ValueError("give exactly one of data.path or data.corpus")
-        return self
-
 
 class TokenizerSpec(Strict):
+    ALTERNATIVES = (("path", "vocab_size"),)
     path: str | None = Field(None, description="a directory with tokenizer.json")
     vocab_size: int | None = Field(None, gt=0, description="train a byte-level BPE of this size on the data")
     min_frequency: int = Field(2, ge=1)
-
-    @model_validator(mode="after")
-    def _one(self) -> "TokenizerSpec":
-        if (self.path is None) == (self.vocab_size is None):
-            raise ValueError("give exactly one of tokenizer.path or tokenizer.vocab_size")
-        return self
 
 
 class TrainSpec(Strict):
@@ -69,13 +74,20 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    path = Path(path)
+def _recipe_data(path: str | Path) -> dict:
     data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    return parse_recipe(data, str(path))
+    data.setdefault("name", Path(path).stem)
+    return data
+
+
+def _override(data: dict, overrides: list[str]) -> dict:
+    for assignment in overrides:
+        apply_override(data, assignment, Recipe)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    return parse_recipe(_override(_recipe_data(path), overrides or []), str(path))
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
@@ -84,3 +96,91 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
 
 def dump_recipe(recipe: Recipe) -> str:
     return dump(recipe)
+
+
+# --- the recipe files of a run directory ---------------------------------------------------------------
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def recipe_changes(before: Recipe, after: Recipe) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (before, after)} for every key whose resolved value differs."""
+    a, b = _flat(before.model_dump(mode="json")), _flat(after.model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def load_run_recipe(run_dir: str | Path) -> Recipe | None:
+    path = Path(run_dir) / RUN_RECIPE
+    return parse_recipe(load_yaml(path), str(path)) if path.is_file() else None
+
+
+def check_resume(run_dir: str | Path, recipe: Recipe) -> None:
+    """Refuse to resume `run_dir` with a recipe that changes a key the steps already run depended on."""
+    saved = load_run_recipe(run_dir)
+    if saved is None:
+        return
+    fixed = {k: v for k, v in recipe_changes(saved, recipe).items() if k not in RESUMABLE}
+    if fixed:
+        what = "; ".join(f"{k} is {old!r} in this run, {new!r} now" for k, (old, new) in fixed.items())
+        raise RecipeError(f"the recipe differs from the one this run was started with: {what}",
+                          where=str(Path(run_dir) / RUN_RECIPE),
+                          hint=f"--resume may change only {', '.join(RESUMABLE)}; train a new run (another --out) "
+                               "to change the rest")
+
+
+def _read_overrides(run_dir: Path) -> dict:
+    path = run_dir / RUN_OVERRIDES
+    return load_yaml(path) if path.is_file() else {"recipe_file": None, "overrides": []}
+
+
+def save_run_recipe(run_dir: str | Path, recipe: Recipe, *, resume: bool, source: dict | None = None) -> None:
+    """Write `recipe.yaml` and `overrides.yaml`. A fresh run records `source` ({recipe_file, overrides}); a
+    resumed one keeps its record and appends what this resume changed, as `key=value` overrides."""
+    run_dir = Path(run_dir)
+    saved = load_run_recipe(run_dir) if resume else None
+    if saved is None:
+        record = source or {"recipe_file": None, "overrides": []}
+    else:
+        record = _read_overrides(run_dir)
+        record["overrides"] = list(record.get("overrides") or []) + [
+            f"{k}={json.dumps(new)}" for k, (_, new) in recipe_changes(saved, recipe).items()]
+    atomic_write_text(run_dir / RUN_RECIPE, dump_recipe(recipe))
+    atomic_write_text(run_dir / RUN_OVERRIDES, yaml.safe_dump(
+        {"recipe_file": record.get("recipe_file"), "overrides": record["overrides"]}, sort_keys=False))
+
+
+def resolve_run(recipe_path: str | Path | None, overrides: list[str], out: str | Path | None, *,
+                resume: bool) -> tuple[Recipe, Path, dict]:
+    """What `lmforge train [RECIPE] [--set ...] [--out RUN] [--resume]` trains: (recipe, run directory, the
+    source record a fresh run saves).
+
+    On --resume of a run that has a recipe.yaml, the saved run is the source of truth: without RECIPE it is
+    the saved recipe plus this command's overrides; with RECIPE, the file plus the overrides recorded in
+    overrides.yaml plus this command's. Either way `check_resume` then refuses changes to the trajectory.
+    """
+    if recipe_path is None and not resume:
+        raise RecipeError("no RECIPE given",
+                          hint="lmforge train RECIPE.yaml, or --resume --out RUN_DIR to continue a run")
+    if recipe_path is None and out is None:
+        raise RecipeError("--resume without a RECIPE needs the run directory", hint="pass --out RUN_DIR")
+    run_dir = Path(out) if out is not None else Path("runs") / _override(_recipe_data(recipe_path), overrides)["name"]
+    source = {"recipe_file": None if recipe_path is None else str(recipe_path), "overrides": list(overrides)}
+    saved = run_dir / RUN_RECIPE
+    if not (resume and saved.is_file()):
+        if recipe_path is None:
+            raise RecipeError(f"nothing to resume: no {RUN_RECIPE}", where=str(run_dir),
+                              hint="give the RECIPE to start this run")
+        return load_recipe(recipe_path, overrides), run_dir, source
+    if recipe_path is None:
+        data, where = load_yaml(saved), str(saved)
+    else:
+        recorded = _read_overrides(run_dir).get("overrides") or []
+        data, where = _override(_recipe_data(recipe_path), recorded), str(recipe_path)
+    return parse_recipe(_override(data, overrides), where), run_dir, source

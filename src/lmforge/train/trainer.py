@@ -17,12 +17,11 @@ import torch
 from lmforge import __version__
 from lmforge.data.loader import TokenWindows
 from lmforge.errors import RecipeError
-from lmforge.io import atomic_write_text
 from lmforge.model.transformer import Transformer
 from lmforge.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from lmforge.train.optim import make_optimizer
 from lmforge.train.precision import autocast, resolve_precision
-from lmforge.train.recipe import Recipe, dump_recipe
+from lmforge.train.recipe import Recipe, check_resume, save_run_recipe
 from lmforge.train.schedule import lr_at
 from lmforge.train.validation import byte_lengths, evaluate_loss
 
@@ -94,25 +93,17 @@ def _progress(enabled: bool):
 
 
 def _check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
-    saved = run_dir / "recipe.yaml"
     if checkpoint_dirs(run_dir) and not resume:
         raise RecipeError("this run directory already has checkpoints", where=str(run_dir),
                           hint="pass --resume to continue it, or choose another --out")
-    if resume and saved.is_file():
-        import yaml
-
-        before = yaml.safe_load(saved.read_text())
-        now = recipe.model_dump(mode="json")
-        for d in (before, now):
-            d["train"].pop("max_steps", None)
-        if before != now:
-            raise RecipeError("the recipe differs from the one this run was started with", where=str(saved),
-                              hint="resume with the same recipe (only max_steps may change)")
+    if resume:
+        check_resume(run_dir, recipe)
 
 
 def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
-          on_prepared=None) -> dict[str, Any]:
-    """Train `recipe` into run directory `out`; returns a summary (final validation, model path)."""
+          on_prepared=None, source: dict | None = None) -> dict[str, Any]:
+    """Train `recipe` into run directory `out`; returns a summary (final validation, model path).
+    `source` ({recipe_file, overrides}) is what a fresh run records in overrides.yaml for later resumes."""
     from lmforge.model.hf import save_pretrained
 
     spec = recipe.train
@@ -136,7 +127,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
     if on_prepared is not None:
         on_prepared(prep, model, val_windows, bytes_per_token)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a recipe that fails to prepare leaves nothing behind
-    atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    save_run_recipe(run_dir, recipe, resume=resume, source=source)
 
     log = _Log(run_dir)
     start_step, tokens_seen = 0, 0
