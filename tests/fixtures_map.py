@@ -6,6 +6,11 @@ assume dense ids. Records are real dataset records written with lmforge's Datase
 to the clusters; some are chat records, some contain the word "zanzibar" (for search), some are exact or near
 copies of the record before them (for the duplicate signals). Everything is a pure function of the row, so
 tests can recompute any record as their oracle.
+
+Two options plant what a newcomer's map looks like (both off by default; nothing else changes with them):
+`outliers=K` moves the last K rows into a tiny far island (their own topic at every level, labelled like
+empty files, "(no words)"), as UMAP does with records unlike all others; `shared_leads=True` labels each
+level-1 pair of siblings with the same leading keyword ("astronomy, stars" / "astronomy, planets").
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ L1_OFFSET = np.array([[-2.0, 0.0], [2.0, 0.0]])                             # le
 L2_OFFSET = np.array([[0.0, 0.8], [0.0, -0.8]])                             # level 2 splits up/down
 SIGMA = 0.22
 SEARCH_WORD = "zanzibar"
+OUTLIER_AT = np.array([-80.0, 0.0])  # the outlier island: far left of the blobs (x in [-12, 13]), > 3 IQR out
+OUTLIER_IDS = (4, 18, 116)           # its cluster ids at levels 0, 1, 2
+NO_WORDS = "(no words)"
 DTYPES = {"float32": "<f4", "int32": "<i4", "uint8": "u1", "uint16": "<u2"}  # the API's X-Dtype -> numpy
 FILLER = ("the of and to in is it that for on with as was by at this from or an be are which one all "
           "data model point text word sample value table index query light bread wheel orbit").split()
@@ -119,12 +127,14 @@ class PlantedMap:
     near: np.ndarray
     records: list = field(repr=False, default_factory=list)
     topics: list = field(repr=False, default_factory=list)
+    outliers: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=np.int64))  # their rows
+    labels: dict = field(repr=False, default_factory=dict)  # (level, cluster) -> label, when not label_of's
 
     def rows_of(self, level: int, cid: int) -> np.ndarray:
         return np.flatnonzero(self.clusters[:, level] == cid)
 
     def label(self, level: int, cid: int) -> str:
-        return label_of(level, cid)[0]
+        return self.labels.get((level, cid)) or label_of(level, cid)[0]
 
 
 def _groups(n: int, pairs) -> np.ndarray:
@@ -138,7 +148,7 @@ def _groups(n: int, pairs) -> np.ndarray:
 
 def write_map(root: Path, n: int = 2000, *, seed: int = 0, rows_per_file: int | None = None,
               buffer_rows: int = 2048, embedding_dim: int = 16, keep_records: bool = True,
-              offset: tuple[float, float] = (0.0, 0.0)) -> PlantedMap:
+              offset: tuple[float, float] = (0.0, 0.0), outliers: int = 0, shared_leads: bool = False) -> PlantedMap:
     """Write ROOT/dataset (a real lmforge dataset) and ROOT/map (the map artifact); return the planted truth."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -168,6 +178,12 @@ def write_map(root: Path, n: int = 2000, *, seed: int = 0, rows_per_file: int | 
     a, b, c = leaf // 4, (leaf // 2) % 2, leaf % 2
     # `offset` moves the whole map: UMAP coordinates come at any scale and position
     xy = (np.asarray(offset) + CENTERS[a] + L1_OFFSET[b] + L2_OFFSET[c] + rng.normal(0, SIGMA, (n, 2))).astype(np.float32)
+    out_rows = np.arange(n - outliers, n) if outliers else np.zeros(0, dtype=np.int64)
+    if outliers:  # a tiny far island (its own draws: the other rows keep their positions)
+        island = np.random.default_rng(seed + 2).normal(0, 0.05, (outliers, 2))
+        xy[out_rows] = (np.asarray(offset) + OUTLIER_AT + island).astype(np.float32)
+        clusters = clusters.copy()
+        clusters[out_rows] = OUTLIER_IDS
 
     texts = [text_of(r) for r in records]
     pairs_exact = [(r - 1, r) for r in range(n) if _copy_of(r) is not None and r % 97 == 96]
@@ -191,11 +207,19 @@ def write_map(root: Path, n: int = 2000, *, seed: int = 0, rows_per_file: int | 
     })
     pq.write_table(table, map_dir / "points.parquet")
 
-    topics = []
+    topics, labels = [], {}
     for level in range(3):
         for cid in np.unique(clusters[:, level]):
             members = clusters[:, level] == cid
-            label, kws = label_of(level, int(cid))
+            if int(cid) == OUTLIER_IDS[level] and outliers:
+                label, kws = NO_WORDS, []
+            elif level == 1 and shared_leads:  # siblings share their first keyword: the topic
+                kws = label_of(level, int(cid))[1][::-1]
+                label = ", ".join(kws)
+            else:
+                label, kws = label_of(level, int(cid))
+            if (int(cid) == OUTLIER_IDS[level] and outliers) or (level == 1 and shared_leads):
+                labels[level, int(cid)] = label
             parent = None if level == 0 else int(clusters[members][0, level - 1])
             cx, cy = xy[members].mean(axis=0)
             topics.append({"level": level, "cluster": int(cid), "parent": parent, "label": label, "keywords": kws,
@@ -209,4 +233,4 @@ def write_map(root: Path, n: int = 2000, *, seed: int = 0, rows_per_file: int | 
         "signals": ["length", "words", "short_answer", "repetition", "exact_dup", "near_dup", "semantic_dup"],
         "params": {"synthetic": True, "seed": seed}}))
     return PlantedMap(map_dir, ds_dir, n, xy, clusters, exact, near,
-                      records if keep_records else [], topics if keep_records else [])
+                      records if keep_records else [], topics if keep_records else [], out_rows, labels)

@@ -118,6 +118,7 @@ class StudioMap:
         self.levels = int(self.info.get("levels", 0))
         topics = self.path / "topics.json"
         self.topics = read_json(topics) if topics.is_file() else {"levels": self.levels, "topics": []}
+        self.topics["topics"] = self._for_display(self.topics.get("topics", []))
 
         ds_path = self.path / self.info.get("dataset", "")  # absolute by contract; relative to the map otherwise
         if not (ds_path / "dataset.json").is_file():
@@ -139,6 +140,33 @@ class StudioMap:
             encoded = self._encode(field)
             if encoded is not None:
                 self.columns[field.name] = encoded
+
+    def _for_display(self, topics: list[dict]) -> list[dict]:
+        """Topics as written plus what the page needs to place their labels: `radius`, the median distance of
+        a topic's points to its (x, y) in map units (how big it is on screen at a zoom), and `display`, the
+        label made distinct among siblings and free of generic words (label.distinct_labels, for maps written
+        before labels were made so)."""
+        import numpy as np
+
+        from lmforge.curate.label import distinct_labels
+
+        xy = np.stack([self.points.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in "xy"], 1)
+        members: dict[tuple[int, int], np.ndarray] = {}  # (level, cluster) -> its rows
+        for level in {int(t["level"]) for t in topics}:
+            if f"cluster_{level}" not in self.points.column_names:
+                continue
+            ids = self.points.column(f"cluster_{level}").to_numpy(zero_copy_only=False)
+            order = np.argsort(ids, kind="stable")
+            for rows in np.split(order, np.flatnonzero(np.diff(ids[order])) + 1):
+                if len(rows):
+                    members[level, int(ids[rows[0]])] = rows
+        out = []
+        for t, shown in zip(topics, distinct_labels(topics)):
+            rows = members.get((int(t["level"]), int(t["cluster"])), np.zeros(0, dtype=np.int64))
+            d = np.hypot(xy[rows, 0] - t.get("x", 0.0), xy[rows, 1] - t.get("y", 0.0))
+            d = d[np.isfinite(d)]
+            out.append({**t, "radius": float(np.median(d)) if d.size else 0.0, "display": shown["label"]})
+        return out
 
     # A column travels as raw bytes of one typed array; its description tells the page how to read it.
     def _encode(self, field) -> tuple[dict, bytes] | None:

@@ -34,6 +34,8 @@ export interface Topic {
   size: number;
   x: number;
   y: number;
+  radius?: number; // (served) median distance of the topic's points to (x, y), in map units
+  display?: string; // (served) the label made distinct among siblings
 }
 
 export interface RecordResponse {

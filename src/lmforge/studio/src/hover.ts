@@ -31,6 +31,7 @@ export class HoverCard {
   constructor(
     private card: HTMLElement,
     private topicPath: (point: RecordResponse['point']) => string,
+    private onShown: (row: number) => void = () => {},
   ) {}
 
   show(row: number, x: number, y: number): void {
@@ -38,6 +39,7 @@ export class HoverCard {
     this.place(x, y);
     window.clearTimeout(this.timer);
     // a short delay so that sweeping the mouse over thousands of points does not fire thousands of requests
+    // (short enough that a hover still answers well within 100 ms)
     this.timer = window.setTimeout(() => {
       fetchRecord(row)
         .then((rec) => {
@@ -46,7 +48,7 @@ export class HoverCard {
         .catch((err: Error) => {
           if (this.row === row) this.card.replaceChildren(el('div', 'error', err.message));
         });
-    }, 40);
+    }, 25);
   }
 
   place(x: number, y: number): void {
@@ -94,6 +96,7 @@ export class HoverCard {
     }
     this.card.replaceChildren(head, sub, topic, badges, body);
     this.card.classList.remove('hidden');
+    this.onShown(rec.row);
   }
 }
 

@@ -7,9 +7,11 @@ import * as api from './api';
 import type { Column, ColumnDesc, Meta, Topic } from './api';
 import { BOOL_COLORS, GROUP_COLORS, GROUP_NAMES, RAMP_CSS, categorical, ramp } from './colors';
 import { HoverCard } from './hover';
-import { LabelLayer, type PlacedTopic, shortLabel } from './labels';
+import { LabelLayer, type PlacedTopic, topicText } from './labels';
 import { Lod, drawOrder, permutation } from './lod';
+import { PointerLayer, withoutBuiltinHover } from './pointer';
 import { linearScale } from './scale';
+import { type Box, quantileOf, quantiles, robustBox } from './stats';
 
 type Scatterplot = ReturnType<typeof createScatterplot>;
 
@@ -23,6 +25,8 @@ interface Hooks {
   frames: number;
   draws: number;
   n: number;
+  // per hover: ms from the mouse event to the highlight drawn and to the card shown (the latest 50)
+  hovers: { row: number; highlightMs: number; cardMs: number | null }[];
   [key: string]: unknown;
 }
 declare global {
@@ -31,7 +35,7 @@ declare global {
   }
 }
 const hooks: Hooks = {
-  ready: false, error: null, firstDrawMs: null, fullDrawMs: null, timings: {}, frames: 0, draws: 0, n: 0,
+  ready: false, error: null, firstDrawMs: null, fullDrawMs: null, timings: {}, frames: 0, draws: 0, n: 0, hovers: [],
 };
 const mark = (name: string) => (hooks.timings[name] = Math.round(performance.now()));
 window.__lmforge = hooks;
@@ -68,6 +72,12 @@ class Studio {
   private yScale = linearScale();
   private labels!: LabelLayer;
   private hover!: HoverCard;
+  private pointer!: PointerLayer;
+  private hoverGated = false;
+  private visibleRows: Uint8Array | null = null; // the filter as a mask (null: everything shown)
+  private colors: string[] = [];
+  private full: Box; // every point, normalised (the first view fits the points within the fences: [-1, 1])
+  private outside: number; // points outside the first view's box
   private topicsByKey = new Map<string, Topic>();
   private spatialIndex: ArrayBuffer | undefined;
   private zType: 'categorical' | 'continuous' = 'categorical';
@@ -95,13 +105,17 @@ class Studio {
   ) {
     this.n = meta.records;
     this.cols = new Map(meta.columns.map((c) => [c.name, c]));
-    const xd = this.cols.get('x')!;
-    const yd = this.cols.get('y')!;
-    // fit the map into [-1, 1] keeping its aspect ratio
-    const cx = ((xd.min ?? 0) + (xd.max ?? 0)) / 2;
-    const cy = ((yd.min ?? 0) + (yd.max ?? 0)) / 2;
-    const half = (Math.max((xd.max ?? 1) - (xd.min ?? 0), (yd.max ?? 1) - (yd.min ?? 0)) / 2) * 1.04 || 1;
+    // fit the points within the fences (stats.ts) into [-1, 1] keeping the aspect ratio: the first view and
+    // Reset view. Outliers lie beyond; "Fit all" shows them.
+    const { all, inner, outside } = robustBox(xs, ys);
+    const cx = (inner.x0 + inner.x1) / 2;
+    const cy = (inner.y0 + inner.y1) / 2;
+    const half = (Math.max(inner.x1 - inner.x0, inner.y1 - inner.y0) / 2) * 1.06 || 1;
     this.norm = (x, y) => [(x - cx) / half, (y - cy) / half];
+    const [fx0, fy0] = this.norm(all.x0, all.y0);
+    const [fx1, fy1] = this.norm(all.x1, all.y1);
+    this.full = { x0: fx0, y0: fy0, x1: fx1, y1: fy1 };
+    this.outside = outside;
     this.pts = new Array(this.n);
     for (let i = 0; i < this.n; i++) {
       this.pts[i] = [(xs[i] - cx) / half, (ys[i] - cy) / half, 0, 1];
@@ -109,7 +123,7 @@ class Studio {
     for (const t of topics) this.topicsByKey.set(`${t.level}:${t.cluster}`, t);
     const placed: PlacedTopic[] = topics.map((t) => {
       const [nx, ny] = this.norm(t.x, t.y);
-      return { ...t, nx, ny };
+      return { ...t, nx, ny, nr: (t.radius ?? 0) / half };
     });
     const params = new URLSearchParams(window.location.search);
     this.basePointSize =
@@ -124,7 +138,8 @@ class Studio {
     this.lod.opacity = this.baseOpacity;
     if (this.lod.budget > 0 && this.n > this.lod.budget) this.order = permutation(this.n, LOD_SEED);
     this.labels = new LabelLayer($('labels'), placed, meta.levels);
-    this.hover = new HoverCard($('hover'), (p) => this.topicPath(p));
+    this.hover = new HoverCard($('hover'), (p) => this.topicPath(p), (row) => this.onCardShown(row));
+    this.pointer = new PointerLayer($<HTMLCanvasElement>('hover-layer'), this.pts);
   }
 
   async start(): Promise<void> {
@@ -133,7 +148,8 @@ class Studio {
     const { width, height } = stage.getBoundingClientRect();
     const renderer = this.lod.createRenderer();
     renderer.resize(width, height); // the renderer draws exactly the stage, not the whole window
-    this.sp = createScatterplot({
+    this.pointer.resize(width, height);
+    const created = withoutBuiltinHover(() => createScatterplot({
       canvas,
       renderer,
       width,
@@ -155,12 +171,16 @@ class Studio {
       lassoMinDist: 2,
       spatialIndexUseWorker: false, // the worker path clones every point; building inline is faster
       performanceMode: this.performanceMode, // square points, no blending: for the largest maps
-    });
+    }));
+    this.sp = created.result;
+    this.hoverGated = created.gated;
+    if (!created.gated) console.warn('lmforge: regl-scatterplot hover not found (regl-scatterplot changed)');
     mark('scatterplot');
     this.lod.view = () => (this.sp.get('camera') as { view: ArrayLike<number> }).view;
     this.lod.redraw = () => this.sp.redraw();
     this.sp.subscribe('view', () => {
-      this.hover.hide(); // the point under the card has moved away
+      this.unhover(); // the point under the card has moved away
+      this.keepPointSize();
       this.scheduleLabels();
     });
     this.sp.subscribe('draw', () => {
@@ -168,12 +188,13 @@ class Studio {
     });
     this.sp.subscribe('select', ({ points }) => this.onSelect(points));
     this.sp.subscribe('deselect', () => this.onSelect([]));
-    this.sp.subscribe('pointOver', (i) => this.hover.show(i, this.mouse.x, this.mouse.y));
-    this.sp.subscribe('pointOut', () => this.hover.hide());
     canvas.addEventListener('mousemove', (ev) => {
-      if (ev.buttons) this.lod.moved(); // dragging: panning or drawing a lasso, both redraw every frame
       const r = canvas.getBoundingClientRect();
       this.mouse = { x: ev.clientX - r.left, y: ev.clientY - r.top };
+      if (ev.buttons) {
+        this.lod.moved(); // dragging: panning or drawing a lasso, both redraw every frame
+        this.unhover();
+      } else this.hoverAt(this.mouse.x, this.mouse.y, ev.timeStamp);
       this.hover.place(this.mouse.x, this.mouse.y);
       stage.classList.toggle('over-label', this.labels.pointAt(this.mouse.x, this.mouse.y));
     });
@@ -192,8 +213,8 @@ class Studio {
       },
       { capture: true },
     );
-    canvas.addEventListener('mousedown', () => this.hover.hide());
-    canvas.addEventListener('mouseleave', () => this.hover.hide());
+    canvas.addEventListener('mousedown', () => this.unhover());
+    canvas.addEventListener('mouseleave', () => this.unhover());
     let size = [width, height];
     new ResizeObserver(() => {
       const r = stage.getBoundingClientRect();
@@ -202,6 +223,7 @@ class Studio {
         size = [r.width, r.height];
         renderer.resize(r.width, r.height);
         renderer.refresh();
+        this.pointer.resize(r.width, r.height);
         this.sp.set({ width: r.width, height: r.height });
       }
       this.scheduleLabels();
@@ -227,6 +249,7 @@ class Studio {
     await this.redraw();
     hooks.timings.submitted = Math.round(this.lod.firstFrameAt ?? 0); // points uploaded, spatial index built
     this.spatialIndex = this.sp.get('spatialIndex');
+    this.pointer.setIndex(this.spatialIndex);
     await firstFrame;
     hooks.firstDrawMs = performance.now();
     if (this.order && !this.lod.hooked) console.warn('lmforge: level of detail unavailable (regl-scatterplot changed)');
@@ -265,6 +288,42 @@ class Studio {
     return this.drawing;
   }
 
+  // ------------------------------------------------------------------------------- hover (pointer.ts)
+  /** Hover the visible point under canvas pixel (x, y), if any: highlight it on its own layer (no redraw of
+   * the map) and ask for its card. `at` is the mouse event's time stamp. */
+  private hoverAt(x: number, y: number, at: number): void {
+    const row = this.pointer.find(x, y, this.xScale, this.yScale, this.pointSize() / 2 + 3, this.visibleRows);
+    if (row === this.pointer.row) return;
+    if (row < 0) {
+      this.unhover();
+      return;
+    }
+    this.pointer.draw(this.xScale, this.yScale, this.pointSize(), row, this.colorOf(row));
+    hooks.hovers.push({ row, highlightMs: performance.now() - at, cardMs: null });
+    if (hooks.hovers.length > 50) hooks.hovers.shift();
+    this.hoverStart = at;
+    this.hover.show(row, x, y);
+  }
+
+  private hoverStart = 0;
+  private onCardShown(row: number): void {
+    const last = hooks.hovers[hooks.hovers.length - 1];
+    if (last && last.row === row && last.cardMs === null) last.cardMs = performance.now() - this.hoverStart;
+  }
+
+  private unhover(): void {
+    if (this.pointer.row >= 0) this.pointer.draw(null, null, 0);
+    this.hover.hide();
+  }
+
+  /** The colour a row is drawn in (its highlight's fill). */
+  private colorOf(row: number): string {
+    const v = this.pts[row][2];
+    const k = this.colors.length;
+    if (!k) return '#ffffff';
+    return this.colors[this.zType === 'continuous' ? Math.round(v * (k - 1)) : v % k];
+  }
+
   private labelFrame = 0;
   private scheduleLabels(): void {
     if (this.labelFrame) return;
@@ -274,6 +333,33 @@ class Studio {
     });
   }
 
+  /** Show every point, outliers included (the first view and Reset view fit the points within the fences). */
+  private fitAll(transition: boolean): Promise<void> {
+    const f = this.full;
+    const rect = { x: f.x0, y: f.y0, width: f.x1 - f.x0, height: f.y1 - f.y0 };
+    const pad = 0.04 * Math.max(rect.width, rect.height);
+    return this.sp.zoomToArea(
+      { x: rect.x - pad, y: rect.y - pad, width: rect.width + 2 * pad, height: rect.height + 2 * pad },
+      transition ? { transition: true, transitionDuration: 300 } : {},
+    );
+  }
+
+  /** Zoomed out, points keep their size (regl-scatterplot would shrink them towards 1 px, and a small far
+   * cluster would vanish); zoomed in, they grow as regl-scatterplot's asinh mode makes them. */
+  private scaleMode: 'asinh' | 'constant' = 'asinh';
+  private keepPointSize(): void {
+    const mode = this.zoom() < 1 ? 'constant' : 'asinh';
+    if (mode === this.scaleMode) return;
+    this.scaleMode = mode;
+    void this.sp.set({ pointScaleMode: mode });
+  }
+
+  /** The diameter points are drawn with at the current zoom (px). */
+  private pointSize(): number {
+    const z = this.zoom();
+    return this.basePointSize * (z > 1 ? Math.asinh(z) / Math.asinh(1) : 1);
+  }
+
   private zoom(): number {
     const cam = this.sp.get('camera') as { distance: number[] };
     return 1 / cam.distance[0];
@@ -281,7 +367,7 @@ class Studio {
 
   private updateLabels(): void {
     const r = $('stage').getBoundingClientRect();
-    this.labels.update(this.xScale, this.yScale, r.width, r.height, this.zoom());
+    this.labels.update(this.xScale, this.yScale, r.width, r.height, this.pointSize());
     $('zoom').textContent = `zoom ${this.zoom().toFixed(1)}× · topic level ${this.labels.level}`;
   }
 
@@ -289,7 +375,7 @@ class Studio {
     const parts: string[] = [];
     for (let k = 0; k < this.meta.levels; k++) {
       const t = this.topicsByKey.get(`${k}:${p[`cluster_${k}`]}`);
-      if (t) parts.push(shortLabel(t.label, 30));
+      if (t) parts.push(topicText(t, 30));
     }
     return parts.join(' › ');
   }
@@ -315,6 +401,7 @@ class Studio {
       this.zType = 'categorical';
     }
     await this.sp.set({ colorBy: 'valueA', pointColor: colors });
+    this.colors = colors;
     this.renderLegend(desc, data, colors);
     if (draw) await this.redraw();
     this.shownColorBy = name;
@@ -350,7 +437,7 @@ class Studio {
       const cat = desc.categories?.[c];
       if (desc.kind === 'cluster') {
         const t = this.topicsByKey.get(`${desc.level}:${cat}`);
-        return t ? shortLabel(t.label, 34) : `cluster ${cat}`;
+        return t ? topicText(t, 34) : `cluster ${cat}`;
       }
       return String(cat === '' ? '(none)' : cat);
     };
@@ -438,10 +525,7 @@ class Studio {
 
   // ------------------------------------------------------------------------------- filters
   private visibleMask(): Uint8Array | null {
-    if (!this.visible) return null;
-    const m = new Uint8Array(this.n);
-    for (const i of this.visible) m[i] = 1;
-    return m;
+    return this.visibleRows;
   }
 
   private async applyFilters(): Promise<void> {
@@ -473,13 +557,16 @@ class Studio {
       for (let i = 0; i < this.n; i++) if (data[i] !== code) mask[i] = 0;
       active = true;
     }
+    this.unhover();
     if (!active) {
       this.visible = null;
+      this.visibleRows = null;
       await this.sp.unfilter();
     } else {
       const rows: number[] = [];
       for (let i = 0; i < this.n; i++) if (mask[i]) rows.push(i);
       this.visible = rows;
+      this.visibleRows = mask;
       await this.sp.filter(rows);
     }
     this.updateCounts();
@@ -729,6 +816,12 @@ class Studio {
     $('mode-pan').addEventListener('click', () => mode('panZoom'));
     $('mode-lasso').addEventListener('click', () => mode('lasso'));
     $('reset-view').addEventListener('click', () => void this.sp.zoomToOrigin({ transition: true, transitionDuration: 300 }));
+    const fitAll = $<HTMLButtonElement>('fit-all');
+    if (this.outside > 0) {
+      fitAll.textContent = `Fit all (+${fmt(this.outside)})`;
+      fitAll.title = `show every point: ${fmt(this.outside)} outlying records lie outside the first view`;
+    }
+    fitAll.addEventListener('click', () => void this.fitAll(true));
     document.addEventListener('keydown', (ev) => {
       const target = ev.target as HTMLElement;
       if (target.tagName === 'INPUT' || target.tagName === 'SELECT') return;
@@ -758,6 +851,21 @@ class Studio {
         });
       },
       zoom: () => this.zoom(),
+      level: () => this.labels.level,
+      // per level: the on-screen radius (px) of its typical topic, which picks the level (labels.ts)
+      levelRadii: () => this.labels.levelRadii(Math.abs(this.xScale(1) - this.xScale(0))),
+      hoverGated: () => this.hoverGated,
+      outside: () => this.outside,
+      fitAll: async () => {
+        await this.fitAll(false);
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        this.updateLabels();
+      },
+      resetView: async () => {
+        await this.sp.zoomToOrigin();
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        this.updateLabels();
+      },
       // data coordinates -> page pixels
       toScreen: (x: number, y: number) => {
         const r = canvas.getBoundingClientRect();
@@ -822,30 +930,6 @@ function button(text: string, title: string, onClick: () => void | Promise<void>
     Promise.resolve(onClick()).catch((e: Error) => setStatus(e.message, true));
   });
   return b;
-}
-
-/** q+1 evenly spaced quantiles of a column (from a strided sample of at most 200k values). */
-function quantiles(data: Column, q: number): number[] {
-  const step = Math.max(1, Math.floor(data.length / 200_000));
-  const sample: number[] = [];
-  for (let i = 0; i < data.length; i += step) if (Number.isFinite(data[i])) sample.push(data[i]);
-  sample.sort((a, b) => a - b);
-  if (!sample.length) return new Array(q + 1).fill(0);
-  return Array.from({ length: q + 1 }, (_, k) => sample[Math.min(sample.length - 1, Math.floor((k / q) * (sample.length - 1)))]);
-}
-
-/** A value's rank position in [0, 1] by binary search over the quantile table. */
-function quantileOf(q: number[], v: number): number {
-  if (!(v > q[0])) return 0;
-  if (v >= q[q.length - 1]) return 1;
-  let lo = 0;
-  let hi = q.length - 1;
-  while (hi - lo > 1) {
-    const mid = (lo + hi) >> 1;
-    if (q[mid] <= v) lo = mid;
-    else hi = mid;
-  }
-  return (lo + (v - q[lo]) / (q[hi] - q[lo] || 1)) / (q.length - 1);
 }
 
 async function main(): Promise<void> {
