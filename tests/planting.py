@@ -18,3 +18,17 @@ def edit_words(text: str, rate: float, rng: random.Random, vocab: list[str]) -> 
         else:
             out.append(tok)
     return " ".join(out)
+
+
+def tokenizer_as_written_before_bos_rule(src, dst):
+    """Copy an lmforge tokenizer directory as lmforge's writer saved it before it wrote its BOS rule: no
+    post-processor in tokenizer.json and `add_bos_token: false`, although the trainer prepended BOS."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    file = dst / "tokenizer.json"
+    file.write_text(json.dumps({**json.loads(file.read_text()), "post_processor": None}))
+    config = dst / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "add_bos_token": False, "add_eos_token": False}))
+    return dst

@@ -1,7 +1,18 @@
-"""Generation: sampling against closed-form expectations, seeds, and token healing."""
+"""Generation: sampling against closed-form expectations, seeds, token healing, and the prompt's BOS as the
+tokenizer's own files say."""
 
+import json
+import shutil
+
+import pytest
 import torch
+from planting import tokenizer_as_written_before_bos_rule
+from tokenizers import Tokenizer as Backend
 
+from lmforge.data.dataset import Dataset
+from lmforge.data.ingest import ingest
+from lmforge.data.pack import open_tokens, pack_split
+from lmforge.errors import ModelError
 from lmforge.infer.engine import generate_ids, generate_text, heal_prompt, sample
 from lmforge.model.config import ModelConfig
 from lmforge.model.tokenizer import Tokenizer
@@ -68,3 +79,66 @@ def test_token_healing_restarts_the_last_token(small_tokenizer):
     assert generate_text(model, tok, prompt, max_tokens=1, temperature=0) == tok.token_bytes[first][1:].decode()
     # special tokens are never healed
     assert heal_prompt(tok, full + [tok.eos_id])[1] == b""
+
+
+def _without_bos(small_tokenizer, dst):
+    """lmforge's tokenizer with GPT-2's post-processor (ByteLevel: adds no special token) and a config to match."""
+    shutil.copytree(small_tokenizer, dst)
+    for name, key, value in (("tokenizer.json", "post_processor", {"type": "ByteLevel", "add_prefix_space": False,
+                                                                     "trim_offsets": False, "use_regex": True}),
+                             ("tokenizer_config.json", "add_bos_token", False)):
+        data = json.loads((dst / name).read_text())
+        (dst / name).write_text(json.dumps({**data, key: value}))
+    return dst
+
+
+def _random_model(vocab_size):
+    """Random weights large enough (and an untied head) that the whole prompt, BOS included, steers the text."""
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, max_position_embeddings=64, initializer_range=0.5,
+                                   tie_word_embeddings=False)).eval()
+
+
+def _greedy_text(model, tok, ids, n):
+    return tok.decode(generate_ids(model, ids, max_tokens=n, temperature=0, stop_ids={tok.eos_id}))
+
+
+@pytest.mark.parametrize("kind", ["bos", "written-before-bos-rule", "no-bos"])
+def test_prompt_starts_as_the_tokenizer_files_say(small_tokenizer, tmp_path, kind):
+    """The prompt gets BOS exactly where the files do (read by the `tokenizers` library itself), except older
+    lmforge files, whose models were trained with BOS and keep it; generation continues those ids."""
+    path = {"bos": small_tokenizer,
+            "written-before-bos-rule": tokenizer_as_written_before_bos_rule(small_tokenizer, tmp_path / "old"),
+            "no-bos": _without_bos(small_tokenizer, tmp_path / "nobos")}[kind]
+    tok = Tokenizer.from_dir(path)
+    peer = Backend.from_file(str(small_tokenizer / "tokenizer.json"))  # lmforge's own files: BOS first
+    bos, plain = peer.token_to_id("<|bos|>"), peer.encode("import json\n", add_special_tokens=False).ids
+    expected = plain if kind == "no-bos" else [bos, *plain]
+    model = _random_model(tok.vocab_size)
+    got = generate_text(model, tok, "import json\n", max_tokens=12, temperature=0, heal=False)
+    assert got == _greedy_text(model, tok, expected, 12)
+    other = plain if expected[0] == bos else [bos, *plain]
+    assert got != _greedy_text(model, tok, other, 12)  # the BOS decision shows in the text
+
+
+def test_training_documents_start_as_prompts_do(small_tokenizer, tmp_path):
+    """The trainer's packing and generation share one BOS rule (Tokenizer.adds_bos): a packed document is the
+    tokens a prompt of the same text gets, then EOS, for a tokenizer with BOS and for one without."""
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": "x = 1\n"}) + "\n")
+    ingest([tmp_path / "in.jsonl"], tmp_path / "ds", val_fraction=0.0, progress=False)
+    for path, bos in ((small_tokenizer, True), (_without_bos(small_tokenizer, tmp_path / "nobos"), False)):
+        tok = Tokenizer.from_dir(path)
+        packed = open_tokens(pack_split(Dataset(tmp_path / "ds"), tok, "train", tokenizer_hash=str(path),
+                                        progress=False)).tolist()
+        assert packed == [tok.bos_id] * bos + tok.encode("x = 1\n") + [tok.eos_id]
+        assert packed[:-1] == tok.encode("x = 1\n", add_special_tokens=True)
+
+
+def test_empty_prompt_starts_from_bos_or_says_why(small_tokenizer, tmp_path):
+    tok = Tokenizer.from_dir(_without_bos(small_tokenizer, tmp_path / "nobos"))
+    model = _random_model(tok.vocab_size)
+    assert generate_text(model, tok, "", max_tokens=5, temperature=0) == _greedy_text(model, tok, [tok.bos_id], 5)
+    no_bos_token = Tokenizer(tok.backend, {**tok.config, "bos_token": None})
+    with pytest.raises(ModelError, match="prompt is empty"):
+        generate_text(model, no_bos_token, "", max_tokens=5)

@@ -1,6 +1,7 @@
 """Tokenize a dataset split and pack it into one flat, memory-mapped token shard per split.
 
-Each record becomes [bos] + tokens + [eos]; records are concatenated in dataset order. Shards are cached
+Each record becomes [bos] + tokens + [eos] (bos where the tokenizer's own rule adds it, as a prompt gets it in
+generation: Tokenizer.adds_bos); records are concatenated in dataset order. Shards are cached
 by (dataset content hash, tokenizer hash), so a second run with the same data and tokenizer reuses them.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from lmforge.data.dataset import Dataset
 from lmforge.io import cache_dir, sha256_file, sha256_text
 
-PACK_VERSION = "2"
+PACK_VERSION = "3"  # 3: bos by Tokenizer.adds_bos
 
 
 def token_dtype(vocab_size: int):
@@ -47,7 +48,7 @@ def pack_split(dataset: Dataset, tokenizer, split: str, *, tokenizer_hash: str, 
 
             def flush():
                 for ids in tokenizer.encode_batch(texts):
-                    write([tokenizer.bos_id, *ids, tokenizer.eos_id])
+                    write([tokenizer.bos_id] * tokenizer.adds_bos + [*ids, tokenizer.eos_id])
                 bar.advance(task, len(texts))
                 texts.clear()
 

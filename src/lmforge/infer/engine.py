@@ -12,6 +12,7 @@ from typing import Iterator
 
 import torch
 
+from lmforge.errors import ModelError
 from lmforge.model.transformer import KVCache
 
 
@@ -42,6 +43,18 @@ def sample(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int
         sorted_probs[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids as the model's own tokenizer says (BOS only where its files add it), so a model continues
+    the prompt as transformers' `generate(**tokenizer(prompt))` does, and as the trainer packed its documents."""
+    ids = tokenizer.encode(prompt, add_special_tokens=True)
+    if not ids and tokenizer.bos_id is not None:
+        ids = [tokenizer.bos_id]  # as transformers' generate() starts from nothing
+    if not ids:
+        raise ModelError("the prompt is empty and the tokenizer has no BOS token to start from",
+                         hint="give a prompt of at least one character")
+    return ids
 
 
 def heal_prompt(tokenizer, ids: list[int]) -> tuple[list[int], bytes, torch.Tensor | None]:
@@ -83,7 +96,7 @@ def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, tempera
                 top_p: float = 0.95, top_k: int | None = None, seed: int | None = None,
                 repetition_penalty: float = 1.0, heal: bool = True) -> Iterator[str]:
     """Yield the continuation of `prompt` as text pieces, as they are generated."""
-    ids = tokenizer.encode(prompt, bos=tokenizer.bos_id is not None)
+    ids = prompt_ids(tokenizer, prompt)
     mask, drop = None, b""
     if heal:
         ids, drop, mask = heal_prompt(tokenizer, ids)

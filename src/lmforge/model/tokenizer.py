@@ -38,18 +38,41 @@ def _byte_level_alphabet() -> dict[str, int]:
     return chars
 
 
+def _written_before_bos_rule(backend, config: dict) -> bool:
+    """The files of an lmforge tokenizer saved before it wrote its BOS rule (lmforge up to 88917f8): no
+    post-processor and `add_bos_token: false`, although the trainer started every document with BOS."""
+    return (backend.post_processor is None and config.get("add_bos_token") is False
+            and config.get("tokenizer_class") == "PreTrainedTokenizerFast" and config.get("bos_token") == BOS
+            and [backend.id_to_token(i) for i in range(len(SPECIAL_TOKENS))] == SPECIAL_TOKENS)
+
+
+def _bos_template(backend, bos: str):
+    """A post-processor that starts every text (and each of a pair) with `bos`, in tokenizer.json, where both
+    `tokenizers` and transformers' tokenizers read it."""
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1",
+                                         special_tokens=[(bos, backend.token_to_id(bos))])
+
+
 class Tokenizer:
     """A thin surface over `tokenizers.Tokenizer` with the special tokens lmforge relies on."""
 
     def __init__(self, backend, config: dict | None = None):
         self.backend = backend
         # Text that merely contains "<|eos|>" is text, not a control token: special tokens enter a sequence
-        # only by id (encode(bos=...), encode_chat). Not saved to tokenizer.json, so transformers is unaffected.
+        # only by id (encode(bos=..., add_special_tokens=...), encode_chat). Not saved to tokenizer.json, so
+        # transformers is unaffected.
         self.backend.encode_special_tokens = True
         self.config = config or {}
         self.bos_id = self._special_id("bos_token", BOS)
         self.eos_id = self._special_id("eos_token", EOS)
         self.pad_id = self._special_id("pad_token", PAD)
+        # What encode(add_special_tokens=True) adds is tokenizer.json's post-processor, as in transformers (which
+        # ignores tokenizer_config.json's add_bos_token when tokenizer.json exists). Older lmforge files keep the
+        # BOS their models were trained with.
+        if _written_before_bos_rule(backend, self.config):
+            self.backend.post_processor = _bos_template(backend, BOS)
 
     def _special_id(self, key: str, default: str) -> int | None:
         token = self.config.get(key, default)
@@ -76,6 +99,7 @@ class Tokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=show_progress,
         )
         backend.train_from_iterator(texts, trainer, length=length)
+        backend.post_processor = _bos_template(backend, BOS)  # documents start with BOS, so prompts do too
         return cls(backend, {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
 
     @classmethod
@@ -100,8 +124,9 @@ class Tokenizer:
             "bos_token": self.id_to_token(self.bos_id),
             "eos_token": self.id_to_token(self.eos_id),
             "pad_token": self.id_to_token(self.pad_id),
-            "add_bos_token": False,
-            "add_eos_token": False,
+            # what tokenizer.json's post-processor does (all transformers reads), said again for older readers
+            "add_bos_token": self.adds_bos,
+            "add_eos_token": self.adds_eos,
             "clean_up_tokenization_spaces": False,
             "chat_template": self.config.get("chat_template", CHAT_TEMPLATE),
         }
@@ -118,9 +143,25 @@ class Tokenizer:
     def id_to_token(self, i: int | None) -> str | None:
         return None if i is None else self.backend.id_to_token(i)
 
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, *, add_special_tokens: bool = False, bos: bool = False,
+               eos: bool = False) -> list[int]:
+        """Token ids of `text`. add_special_tokens applies the tokenizer's own rule (its post-processor, e.g.
+        BOS first), as transformers' `tokenizer(text)` does; bos/eos add those tokens by hand."""
+        ids = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    @functools.cached_property
+    def adds_bos(self) -> bool:
+        """Whether the tokenizer's own rule starts every text with BOS (the trainer packs documents so)."""
+        return self.bos_id is not None and self._added()[:1] == [self.bos_id]
+
+    @functools.cached_property
+    def adds_eos(self) -> bool:
+        return self.eos_id is not None and self._added()[int(self.adds_bos):][-1:] == [self.eos_id]
+
+    def _added(self) -> list[int]:
+        """The special tokens the post-processor puts around any text (those of the empty text)."""
+        return self.backend.encode("", add_special_tokens=True).ids
 
     def encode_batch(self, texts: list[str]) -> Iterator[list[int]]:
         for enc in self.backend.encode_batch(texts, add_special_tokens=False):
