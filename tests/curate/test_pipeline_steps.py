@@ -123,7 +123,8 @@ def test_topic_cap_after_remove_tags_matches_closed_form(planted):
     expected = cap_oracle(dict(survivors), share)
     assert any(expected[k] < survivors[k] for k in survivors), "precondition: the cap binds"
 
-    recipe = {"seed": 0, "steps": [{"remove_tags": {"tags": ["thin"]}}, {"topic_cap": {"max_share": share, "level": 0}}]}
+    recipe = {"seed": 0, "steps": [{"remove_tags": {"tags": ["thin"]}},
+                                   {"topic_cap": {"max_share": share, "level": 0}}]}
     kept, report = curate(root, recipe, "capped", "--map", map_dir)
     assert not kept & set(thin)
     assert dict(Counter(topic[i] for i in kept)) == expected
