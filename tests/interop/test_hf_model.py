@@ -4,9 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import require
 
 pytestmark = pytest.mark.interop
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers")
 
 from lmforge.infer.engine import generate_ids  # noqa: E402
 from lmforge.model.config import ModelConfig  # noqa: E402

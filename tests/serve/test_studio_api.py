@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from conftest import require
 from fixtures_map import DTYPES, SEARCH_WORD, is_chat, text_of, write_map
 
-pytest.importorskip("fastapi")
-pytest.importorskip("duckdb")
+require("fastapi")
+require("duckdb")
 
 N = 1500
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import require, tiny_recipe
 
 from lmforge.data.loader import TokenWindows
 from lmforge.model.hf import load_pretrained
@@ -62,7 +62,7 @@ def recipe_path(recipe):
 
 @pytest.mark.interop
 def test_trained_model_matches_transformers(trained):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     _, out, result = trained
     ours, tok = load_pretrained(result["model"])
     theirs = transformers.AutoModelForCausalLM.from_pretrained(result["model"])
