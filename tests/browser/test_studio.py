@@ -16,7 +16,7 @@ import pytest
 
 from fixtures_map import SEARCH_WORD, TOPICS, text_of, write_map
 
-from .pages import canvas_pixels, drawn_mask, open_studio, save_artifact
+from .pages import BACKGROUND, canvas_pixels, drawn_mask, open_studio, save_artifact
 
 pytestmark = pytest.mark.browser
 
@@ -177,13 +177,43 @@ def test_hover_shows_the_record_under_the_cursor(page, planted):
     assert text_of(rec).split("\n")[0][:60] in shown.replace("user: ", "").replace("assistant: ", "")
 
 
+def canvas_xy(page, planted) -> np.ndarray:
+    """Every point's pixel position on the canvas [N, 2] (the page's transform: positions themselves are checked
+    against the screenshot in test_points_are_drawn_where_the_planted_clusters_are)."""
+    box = page.locator("#canvas").bounding_box()
+    xy = page.evaluate("(pts) => pts.map(([x, y]) => window.__lmforge.toScreen(x, y))", planted.xy.tolist())
+    return np.array(xy) - [box["x"], box["y"]]
+
+
+def brightness(pixels, pos) -> np.ndarray:
+    """How far from the background the pixel under each position is (sum of |RGB - background|)."""
+    h, w = pixels.shape[:2]
+    px = np.clip(np.floor(pos).astype(int), 0, [w - 1, h - 1])  # the pixel a position falls in
+    return np.abs(pixels[px[:, 1], px[:, 0]] - BACKGROUND).sum(axis=1)
+
+
+def nearest(pos, rows, others) -> np.ndarray:
+    """Distance (px) from each of `rows` to the nearest of `others`."""
+    d = np.hypot(*(pos[rows][:, None, :] - pos[others][None, :, :]).transpose(2, 0, 1))
+    return d.min(axis=1)
+
+
 def test_search_highlights_matches_and_tags_them(page, planted):
     want = [r for r, rec in enumerate(planted.records) if SEARCH_WORD in text_of(rec).lower()]
+    before = canvas_pixels(page)
     page.fill("#search", SEARCH_WORD.capitalize())
     page.press("#search", "Enter")
     page.wait_for_function("window.__lmforge.searchRows() !== null")
     assert page.evaluate("window.__lmforge.searchRows()") == want
     assert page.inner_text("#search-result") == f"{len(want)} matches"
+    # in pixels: every match stands out (drawn opaque, bigger), the other points fade
+    page.wait_for_timeout(100)
+    after, pos = canvas_pixels(page), canvas_xy(page, planted)
+    assert (brightness(after, pos[want]) > 150).mean() > 0.95
+    others = np.setdiff1d(np.arange(N), want)
+    far = others[nearest(pos, others, want) > 8]  # not under a match's disc
+    assert len(far) > 500
+    assert np.median(brightness(after, pos[far])) < 0.4 * np.median(brightness(before, pos[far]))
     page.click("#search-select")
     page.wait_for_function(f"window.__lmforge.selection().length === {len(want)}")
     page.fill("#tag-name", "zanzibar hits")
@@ -193,9 +223,46 @@ def test_search_highlights_matches_and_tags_them(page, planted):
     assert tags == {"zanzibar hits": [planted.records[r]["id"] for r in want]}
 
 
+def test_colour_by_a_signal_in_pixels(page, planted):
+    """Colour by `short_answer`: the pixel at a point's centre has the colour of the topmost point covering
+    it (points are drawn in row order, later on top), short answers in one colour and the rest in another."""
+    short = np.array([r["messages"] is not None and len(r["messages"][-1]["content"].split()) < 5
+                      for r in planted.records])  # the planted rule, from the records
+    assert 100 < short.sum() < N - 100
+    page.select_option("#color-by", "short_answer")
+    page.wait_for_function("window.__lmforge.colorBy() === 'short_answer'")
+    page.wait_for_timeout(100)
+    pixels, pos = canvas_pixels(page), canvas_xy(page, planted)
+    pix = np.floor(pos).astype(int)  # the pixel each point's centre falls in
+    # the topmost point whose disc (4.5 px across) surely covers that pixel's centre; pixels that a later
+    # point's antialiased rim may cover are left out as ambiguous
+    d = np.hypot(*((pix + 0.5)[:, None, :] - pos[None, :, :]).transpose(2, 0, 1))  # [N, N]
+    idx = np.arange(N)[None, :]
+    top = np.where(d < 1.75, idx, -1).max(axis=1)
+    rim = np.where((d >= 1.75) & (d < 2.75), idx, -1).max(axis=1)
+    clear = rim < top
+    assert clear.mean() > 0.4
+    want = short[top][clear]
+    colour = pixels[pix[:, 1], pix[:, 0]][clear]
+    yes, no = np.median(colour[want], axis=0), np.median(colour[~want], axis=0)
+    assert np.abs(yes - no).sum() > 90  # two clearly different colours
+    got = np.abs(colour - yes).sum(1) < np.abs(colour - no).sum(1)
+    assert (got == want).mean() > 0.95, (got == want).mean()
+
+
+def shows(page, text: str) -> None:
+    """The panel's record count reads `text` (it updates once the filtered frame is drawn)."""
+    page.wait_for_function("(t) => document.getElementById('shown').textContent === t", arg=text, timeout=10_000)
+
+
 def test_colour_by_a_signal_and_filter(page, planted):
-    rows = np.arange(N)
-    redundant = (planted.exact >= 0) & (planted.exact != rows)
+    import pyarrow.parquet as pq
+
+    # the expected counts come from the map's own files, read here with pyarrow
+    points = pq.read_table(planted.path / "points.parquet").to_pandas()
+    rows = points["row"].to_numpy()
+    redundant = ((points["exact_dup"] >= 0) & (points["exact_dup"] != rows)).to_numpy()
+    assert redundant.sum() == ((planted.exact >= 0) & (planted.exact != np.arange(N))).sum() > 0
     everything = drawn_mask(canvas_pixels(page)).sum()
     page.select_option("#color-by", "exact_dup")
     page.wait_for_function("window.__lmforge.colorBy() === 'exact_dup'")
@@ -203,19 +270,28 @@ def test_colour_by_a_signal_and_filter(page, planted):
     assert re.search(rf"redundant copy\s+{redundant.sum()}\b", legend)
     page.check("#hide-exact_dup")
     page.wait_for_function(f"window.__lmforge.visibleCount() === {N - redundant.sum()}")
-    lengths = np.array([len(text_of(r)) for r in planted.records])
+    shows(page, f"{N - redundant.sum():,} of {N:,} records shown")
+    lengths = points["length"].to_numpy()
     page.fill("#min-length", "100")
     page.fill("#max-length", "180")
     page.press("#max-length", "Enter")
     keep = ~redundant & (lengths >= 100) & (lengths <= 180)
+    assert 0 < keep.sum() < N - redundant.sum()
     page.wait_for_function(f"window.__lmforge.visibleCount() === {keep.sum()}")
+    shows(page, f"{keep.sum():,} of {N:,} records shown")
     # the filtered-out points are gone from the canvas too: keep only the chat records, which are 1 in 5
     page.click("#reset-filters")
     page.select_option("#filter-source", label="chat")
-    chat = sum(r["source"] == "chat" for r in planted.records)
-    page.wait_for_function(f"window.__lmforge.visibleCount() === {chat}")
+    chat = (points["source"] == "chat").to_numpy()
+    page.wait_for_function(f"window.__lmforge.visibleCount() === {chat.sum()}")
     page.wait_for_timeout(100)
-    assert drawn_mask(canvas_pixels(page)).sum() < 0.6 * everything
+    pixels, pos = canvas_pixels(page), canvas_xy(page, planted)
+    assert drawn_mask(pixels).sum() < 0.6 * everything
+    shown, hidden = np.flatnonzero(chat), np.flatnonzero(~chat)
+    alone = hidden[nearest(pos, hidden, shown) > 6]  # hidden points no shown point's disc reaches
+    assert len(alone) > 100
+    assert (brightness(pixels, pos[shown]) > 60).mean() > 0.98
+    assert (brightness(pixels, pos[alone]) <= 60).mean() > 0.98
 
 
 def test_lasso_tag_and_export(page, planted):
