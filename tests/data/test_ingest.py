@@ -206,3 +206,20 @@ def test_python_stdlib_corpus_split_by_file(tmp_path):
     # deterministic: a second build is byte-for-byte the same content
     run_cli("data", "ingest", "--corpus", "python-stdlib", "-o", tmp_path / "b", check=True)
     assert Dataset(tmp_path / "b").content_hash == ds.content_hash
+
+
+def test_moving_a_record_between_splits_spans_parquet_files(tmp_path, monkeypatch):
+    """The fallback rewrites the written files: the moved record may sit in any of them."""
+    import lmforge.data.dataset as dsmod
+
+    monkeypatch.setattr(dsmod, "ROWS_PER_FILE", 3)
+    writer = dsmod.DatasetWriter(tmp_path, buffer_rows=2)
+    for i in range(10):
+        writer.add({"id": f"r{i}", "text": f"text {i}", "messages": None, "source": "x.jsonl", "split": "train"})
+    info = writer.close(resplit={7: "validation"})
+    rows = _rows(tmp_path)
+    assert len(info["files"]) > 2
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(10)]
+    assert [r["split"] for r in rows] == ["train"] * 7 + ["validation"] + ["train"] * 2
+    assert (info["counts"]["train"], info["counts"]["validation"]) == (9, 1)
+    assert info["content_hash"] == _content_hash(rows)
