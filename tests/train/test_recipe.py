@@ -181,3 +181,25 @@ def test_resume_without_recipe_needs_a_run(tmp_path):
         resolve_run(None, [], tmp_path / "empty", resume=True)
     with pytest.raises(RecipeError, match="no RECIPE"):
         resolve_run(None, [], tmp_path / "empty", resume=False)
+
+
+def test_cli_resume_without_the_recipe(tmp_path, small_dataset, small_tokenizer):
+    import json
+
+    from conftest import tiny_recipe
+
+    path = _write(tmp_path, tiny_recipe(small_dataset, small_tokenizer, max_steps=3, checkpoint_interval=3))
+    run = tmp_path / "run"
+    run_cli("train", path, "--out", run, "--set", "train.lr=0.002", check=True)
+    path.unlink()                                   # the run directory alone is enough to continue
+    proc = run_cli("train", "--out", run, "--resume", "--max-steps", 5, check=True)
+    assert "done 5 steps" in proc.stdout
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["step"]) for e in events] == [("start", 0), ("resume", 3)]
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert (saved["train"]["lr"], saved["train"]["max_steps"]) == (0.002, 5)
+    assert yaml.safe_load((run / "overrides.yaml").read_text())["overrides"] == ["train.lr=0.002",
+                                                                                "train.max_steps=5"]
+    proc = run_cli("train", "--out", run, "--resume", "--set", "train.lr=0.01")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "train.lr is 0.002 in this run, 0.01 now" in proc.stderr

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from lmforge.config import Strict, apply_override, dump, load_yaml, validate
+from lmforge.config import Strict, apply_override, load_yaml, validate
 from lmforge.errors import RecipeError
 from lmforge.io import atomic_write_text
 from lmforge.model.config import ModelConfig
@@ -94,8 +94,17 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
     return validate(Recipe, data, source)
 
 
+# Model keys that follow the tokenizer (trainer.build_model): a dump names them only where the recipe set
+# them, so that a saved recipe.yaml loads again as the same recipe for any tokenizer.
+FOLLOW_TOKENIZER = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+
+
 def dump_recipe(recipe: Recipe) -> str:
-    return dump(recipe)
+    data = recipe.model_dump(mode="json")
+    for key in FOLLOW_TOKENIZER:
+        if key not in recipe.model.model_fields_set:
+            data["model"].pop(key)
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 # --- the recipe files of a run directory ---------------------------------------------------------------
