@@ -6,7 +6,8 @@ both optimizers. Embeddings, the output head and norm gains stay with AdamW, as 
 
 Why not `torch.optim.Muon`: it runs Newton-Schulz in bfloat16 unconditionally, which CPUs without native
 bf16 emulate ~20x slower (measured: training fell from 8,500 to 3,700 tokens/s on an AVX2 CPU). This
-version is the same algorithm, in bf16 only where the hardware computes it natively.
+version is the same algorithm, with Newton-Schulz in the run's precision (`train.precision`, whose `auto`
+picks bf16 only where the hardware computes it natively), so `precision: fp32` is fp32 throughout.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 
 import torch
 
-from lmforge.train.precision import cpu_has_native_bf16
+from lmforge.train.precision import resolve_precision
 
 # Coefficients of the quintic Newton-Schulz iteration from Muon's reference implementation.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -36,9 +37,11 @@ def orthogonalize(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.95, ns_steps: int = 5):
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.95, ns_steps: int = 5,
+                 ns_dtype: torch.dtype = torch.float32):
         super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
                                   "ns_steps": ns_steps})
+        self.ns_dtype = ns_dtype
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -49,9 +52,7 @@ class Muon(torch.optim.Optimizer):
                     continue
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.mul_(mu).add_(p.grad)
-                native_bf16 = p.is_cuda or (p.device.type == "cpu" and cpu_has_native_bf16())
-                update = orthogonalize(p.grad.add(buf, alpha=mu), group["ns_steps"],
-                                       torch.bfloat16 if native_bf16 else torch.float32)
+                update = orthogonalize(p.grad.add(buf, alpha=mu), group["ns_steps"], self.ns_dtype)
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))  # RMS of an AdamW update
 
@@ -83,13 +84,17 @@ class OptimizerGroup:
 
 
 def make_optimizer(model: torch.nn.Module, spec) -> OptimizerGroup:
-    """Weight decay applies to matrices only (not norm gains), as is usual for transformers."""
+    """Weight decay applies to matrices only (not norm gains), as is usual for transformers. Muon's
+    Newton-Schulz runs in `spec.precision` (resolved for the model's device)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     is_hidden_matrix = lambda n, p: p.dim() == 2 and not n.startswith(("embed_tokens", "lm_head"))  # noqa: E731
     if spec.optimizer == "muon":
         hidden = [p for n, p in named if is_hidden_matrix(n, p)]
         rest = [(n, p) for n, p in named if not is_hidden_matrix(n, p)]
-        muon = Muon(hidden, lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.muon_momentum)
+        device = hidden[0].device.type if hidden else "cpu"
+        bf16 = resolve_precision(spec.precision, device) == "bf16"
+        muon = Muon(hidden, lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.muon_momentum,
+                    ns_dtype=torch.bfloat16 if bf16 else torch.float32)
         return OptimizerGroup(muon, _adamw(rest, spec))
     return OptimizerGroup(_adamw(named, spec))
 
