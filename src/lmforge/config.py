@@ -103,10 +103,11 @@ def apply_override(data: dict, assignment: str, model: type[BaseModel] | None = 
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A YAML mapping from a file, or a RecipeError that points at the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError("no such recipe file", where=str(path))
+    """A YAML mapping from a file (or a shipped recipe's name, e.g. `tiny-code-stdlib`), or a RecipeError that
+    points at the line."""
+    from lmforge.recipes import recipe_path
+
+    path = recipe_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

@@ -97,6 +97,24 @@ def test_shipped_recipes_validate():
             assert isinstance(load_recipe(path), Recipe)
 
 
+def test_shipped_recipe_by_name_is_the_file(tmp_path):
+    """Wherever a recipe is asked for, a shipped recipe's name is that file (read from the checkout's
+    recipes/ here, independently of the package lookup); anything else is one error listing the names."""
+    from pathlib import Path
+
+    from lmforge.curate.recipe import load_curate_recipe
+
+    shipped = Path(__file__).parents[2] / "recipes"
+    assert load_recipe("tiny-code-stdlib") == load_recipe(shipped / "tiny-code-stdlib.yaml")
+    assert load_curate_recipe("curate") == load_curate_recipe(shipped / "curate.yaml")
+    with pytest.raises(RecipeError, match="no such recipe file.*tiny-code-stdlib"):
+        load_recipe("tiny-code-stdlb")
+    proc = run_cli("train", "no-such-recipe", "--out", tmp_path / "run")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "no-such-recipe: no such recipe file" in proc.stderr and "curate, tiny-code-stdlib" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_dataset_stops_before_writing_a_run(tmp_path):
     path = _write(tmp_path, {"data": {"path": str(tmp_path / "nope")}, "tokenizer": {"vocab_size": 512}})
     proc = run_cli("train", path, "--out", tmp_path / "run")

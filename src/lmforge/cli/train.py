@@ -9,7 +9,7 @@ import typer
 
 
 def train(
-    recipe: Optional[Path] = typer.Argument(None, help="A recipe YAML (see recipes/); optional with --resume."),
+    recipe: Optional[Path] = typer.Argument(None, help="A recipe YAML (see recipes/) or a shipped recipe's name (tiny-code-stdlib); optional with --resume."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: --set train.lr=1e-3."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Shorthand for --set train.max_steps=N."),

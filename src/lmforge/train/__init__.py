@@ -17,9 +17,7 @@ class _CallablePackage(types.ModuleType):
         if isinstance(recipe, dict):
             recipe = parse_recipe(recipe)
         elif not isinstance(recipe, Recipe):
-            from lmforge.recipes import recipe_path
-
-            recipe = load_recipe(recipe_path(recipe))
+            recipe = load_recipe(recipe)
         return train(recipe, out, **kwargs)
 
 
