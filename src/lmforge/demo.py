@@ -22,7 +22,7 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
     from lmforge.model.hf import load_pretrained
     from lmforge.train.precision import resolve_precision
     from lmforge.train.prepare import resolve_dataset, resolve_tokenizer
-    from lmforge.train.recipe import load_recipe
+    from lmforge.train.recipe import load_recipe, recipe_data
     from lmforge.train.trainer import train
     from lmforge.train.validation import evaluate_loss, unigram_baseline
 
@@ -61,7 +61,7 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
                                       repetition_penalty=1.3, seed=0))
                    for p in prompts]
     report = {
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe_data(recipe),
         "model": str(result["model"]),
         "steps": result["steps"],
         "train_seconds": result["train_seconds"],

@@ -32,7 +32,7 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     if final.exists() and not overwrite:
         from lmforge.errors import LmforgeError
 
-        raise LmforgeError(f"{final} already exists", hint="choose another output path or remove it first")
+        raise LmforgeError(f"{final} already exists", hint="pass --overwrite to replace it, or choose another output path")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:

@@ -41,6 +41,15 @@ def test_json_lines_suffixes_and_text_field(tmp_path, suffix):
     assert texts(tmp_path / "default") == {o["id"]: o["text"] for o in PLANTED}
 
 
+def test_gzipped_json_lines(tmp_path):
+    import gzip
+
+    src = tmp_path / "tickets.jsonl.gz"
+    src.write_bytes(gzip.compress("".join(json.dumps(o) + "\n" for o in PLANTED).encode()))
+    run_cli("data", "ingest", src, "-o", tmp_path / "gz", "--text-field", "body", check=True)
+    assert texts(tmp_path / "gz") == {o["id"]: o["body"] for o in PLANTED}
+
+
 def test_text_field_missing_is_one_clear_error(tmp_path):
     src = tmp_path / "tickets.jsonl"
     jsonl(src, [{"id": "a", "body": "hello"}])

@@ -99,12 +99,17 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
 FOLLOW_TOKENIZER = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
-def dump_recipe(recipe: Recipe) -> str:
+def recipe_data(recipe: Recipe) -> dict:
+    """The recipe as plain data, as `recipe.yaml` and the model's lineage record it."""
     data = recipe.model_dump(mode="json")
     for key in FOLLOW_TOKENIZER:
         if key not in recipe.model.model_fields_set:
             data["model"].pop(key)
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_data(recipe), sort_keys=False)
 
 
 # --- the recipe files of a run directory ---------------------------------------------------------------

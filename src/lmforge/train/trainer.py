@@ -21,7 +21,7 @@ from lmforge.model.transformer import Transformer
 from lmforge.train.checkpoint import checkpoint_dirs, load_latest, save_checkpoint
 from lmforge.train.optim import make_optimizer
 from lmforge.train.precision import autocast, resolve_precision
-from lmforge.train.recipe import Recipe, check_resume, save_run_recipe
+from lmforge.train.recipe import Recipe, check_resume, recipe_data, save_run_recipe
 from lmforge.train.schedule import lr_at
 from lmforge.train.validation import byte_lengths, evaluate_loss
 
@@ -195,7 +195,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
         "lmforge_version": __version__,
         "dataset": {"path": str(prep.dataset.path), "content_hash": prep.dataset.content_hash},
         "tokenizer": {"path": str(prep.tokenizer_dir)},
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe_data(recipe),
         "run": str(run_dir.resolve()),
         "steps": spec.max_steps,
         "tokens": tokens_seen,
