@@ -124,7 +124,3 @@ def validate(model: type[BaseModel], data: dict, source: str = "recipe"):
         return model.model_validate(data)
     except ValidationError as e:
         raise RecipeError(format_errors(e, source, model)) from None
-
-
-def dump(recipe: BaseModel) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

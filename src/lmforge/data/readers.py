@@ -161,9 +161,7 @@ def read_source(src: Path, text_field: str = "text", include=None, exclude=None)
     if src.is_dir():
         return read_folder(src, include, exclude)
     suffix = src.suffix.lower()
-    if suffix == ".gz" and Path(src.stem).suffix.lower() in JSONL_SUFFIXES:  # notes.jsonl.gz
-        return read_jsonl(src, text_field)
-    if suffix in JSONL_SUFFIXES:
+    if suffix in JSONL_SUFFIXES or (suffix == ".gz" and Path(src.stem).suffix.lower() in JSONL_SUFFIXES):
         return read_jsonl(src, text_field)
     if suffix in (".csv", ".tsv"):
         return read_csv(src, text_field)
