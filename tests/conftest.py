@@ -86,3 +86,15 @@ def tiny_recipe(dataset: Path, tokenizer: Path, **train) -> dict:
                   "eval_interval": 20, "eval_tokens": 4096, "final_eval_tokens": 16384, "checkpoint_interval": 10,
                   "precision": "fp32", "compile": False, **train},
     }
+
+
+def neighbour_recall(a, b, k: int = 10) -> float:
+    """Mean share of each row's k nearest neighbours (cosine, rows unit-norm) under `a` that are also among
+    them under `b`: how much two embeddings of the same records agree on who is close to whom."""
+    import numpy as np
+
+    sa, sb = a @ a.T, b @ b.T
+    np.fill_diagonal(sa, -np.inf)
+    np.fill_diagonal(sb, -np.inf)
+    na, nb = np.argsort(-sa, 1)[:, :k], np.argsort(-sb, 1)[:, :k]
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))

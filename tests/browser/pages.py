@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -47,3 +48,15 @@ def save_artifact(page, name: str) -> Path:
     page.screenshot(path=str(path))
     print(f"screenshot: {path}")
     return path
+
+
+@contextlib.contextmanager
+def served(map_path: Path, static_dir: Path):
+    """`lmforge studio MAP` in this process, on a free port: yields the page's URL."""
+    from lmforge.serve.studio import create_app, start_server
+
+    url, stop = start_server(create_app(map_path, static_dir=static_dir))
+    try:
+        yield url
+    finally:
+        stop()

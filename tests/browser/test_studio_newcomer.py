@@ -12,7 +12,7 @@ import pytest
 
 from fixtures_map import CENTERS, OUTLIER_AT, SUBTOPICS, TOPICS, write_map
 
-from .pages import canvas_pixels, drawn_mask, open_studio, save_artifact
+from .pages import canvas_pixels, drawn_mask, open_studio, save_artifact, served
 from .test_studio import ScreenFit, assert_no_overlap
 
 pytestmark = pytest.mark.browser
@@ -37,11 +37,8 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(planted, studio_dist):
-    from lmforge.serve.studio import create_app, start_server
-
-    url, stop = start_server(create_app(planted.path, static_dir=studio_dist))
-    yield url
-    stop()
+    with served(planted.path, studio_dist) as url:
+        yield url
 
 
 @pytest.fixture()

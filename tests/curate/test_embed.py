@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import neighbour_recall
+
 from lmforge.errors import LmforgeError, ModelError
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -58,14 +60,6 @@ def saved_model(peer, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "minilm-copy"
     peer.save(str(path))
     return path
-
-
-def neighbour_recall(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    sa, sb = a @ a.T, b @ b.T
-    np.fill_diagonal(sa, -np.inf)
-    np.fill_diagonal(sb, -np.inf)
-    na, nb = np.argsort(-sa, 1)[:, :k], np.argsort(-sb, 1)[:, :k]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
 
 
 def test_int8_agrees_with_sentence_transformers(texts, peer, embedder):

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import neighbour_recall
+
 from lmforge.curate.mapping import SIGNALS, DatasetTexts, MapArtifact, build_map
 from lmforge.data.dataset import Dataset, record_text
 from lmforge.errors import DataError, LmforgeError
@@ -143,15 +145,6 @@ def test_exact_and_near_groups_match_brute_force(built):
     assert pts["near_dup"] == groups_by_union(n, near).tolist()
     a, b = planted["near"]
     assert pts["near_dup"][b] == a
-
-
-def neighbour_recall(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
-    """Mean share of each row's k nearest neighbours (cosine) under `a` that are also among them under `b`."""
-    sa, sb = a @ a.T, b @ b.T
-    np.fill_diagonal(sa, -np.inf)
-    np.fill_diagonal(sb, -np.inf)
-    na, nb = np.argsort(-sa, 1)[:, :k], np.argsort(-sb, 1)[:, :k]
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
 
 
 def test_embeddings_and_semantic_groups(built):
