@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 from pathlib import Path
@@ -15,12 +16,87 @@ ROLES = ("system", "user", "assistant")
 END_OF_TURN = "<|end|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, *(f"<|{r}|>" for r in ROLES), END_OF_TURN]
 
-# One turn per role marker, each closed by <|end|>; a generation prompt opens the assistant's turn.
+# One turn per role marker, each closed by <|end|>; a generation prompt opens the assistant's turn. The
+# {% generation %} block marks what an assistant is trained to write (its content and the <|end|> that stops
+# it), so transformers' `return_assistant_tokens_mask` (and TRL's assistant-only loss) work on lmforge's files.
 CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{{ '<|assistant|>\n' }}"
+    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+# The template lmforge wrote before it marked assistant turns; it renders the same text.
+CHAT_TEMPLATE_UNMARKED = (
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+
+
+# (rendered blocks so far, spans found) while render_chat_template runs; None otherwise.
+_GENERATION_SPANS: contextvars.ContextVar = contextvars.ContextVar("lmforge_generation_spans", default=None)
+
+
+@functools.lru_cache(maxsize=16)
+def compile_chat_template(template: str):
+    """A chat template compiled the way transformers compiles it (sandboxed, trim_blocks and lstrip_blocks,
+    loop controls, its `tojson`, `raise_exception` and `strftime_now`), so a Hugging Face template renders the
+    same text here as there; plus the `{% generation %}` tag, whose spans render_chat_template reports."""
+    import datetime
+
+    import jinja2
+    import jinja2.ext
+    import jinja2.nodes
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(jinja2.ext.Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_span"), [], [], body).set_lineno(lineno)
+
+        def _span(self, caller):
+            text = caller()
+            track = _GENERATION_SPANS.get()
+            if track is not None:  # the blocks yielded so far are exactly the text before this one
+                blocks, spans = track
+                start = sum(map(len, blocks))
+                spans.append((start, start + len(text)))
+            return text
+
+    def raise_exception(message):
+        raise ModelError(f"chat template: {message}")
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateSyntaxError as e:
+        raise ModelError(f"chat template does not compile: {e.message} (line {e.lineno})") from None
+
+
+def render_chat_template(template: str, messages: list[dict], *, add_generation_prompt: bool = False,
+                         **variables) -> tuple[str, list[tuple[int, int]]]:
+    """The template's text for `messages` and the character spans of its `{% generation %}` blocks."""
+    compiled = compile_chat_template(template)
+    blocks: list[str] = []
+    spans: list[tuple[int, int]] = []
+    token = _GENERATION_SPANS.set((blocks, spans))
+    try:
+        for block in compiled.generate(messages=messages, add_generation_prompt=add_generation_prompt, **variables):
+            blocks.append(block)
+    finally:
+        _GENERATION_SPANS.reset(token)
+    return "".join(blocks), spans
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,6 +189,9 @@ class Tokenizer:
                              hint="train one with `lmforge tokenizer train` or copy it into the model directory")
         config_file = path / "tokenizer_config.json"
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+        template_file = path / "chat_template.jinja"  # where newer transformers save it
+        if template_file.is_file() and not config.get("chat_template"):
+            config["chat_template"] = template_file.read_text(encoding="utf-8")
         return cls(Backend.from_file(str(file)), config)
 
     def save(self, path: str | Path, *, model_max_length: int | None = None) -> None:
@@ -168,28 +247,71 @@ class Tokenizer:
             yield enc.ids
 
     def encode_chat(self, messages: list[dict], *, add_generation_prompt: bool = False) -> list[int]:
-        """Token ids of the chat template's rendering, built per message so that message content can never
-        inject a role or end-of-turn token."""
+        """Token ids of lmforge's chat template's rendering, built per message so that message content can
+        never inject a role or end-of-turn token."""
+        return self.encode_chat_with_mask(messages, add_generation_prompt=add_generation_prompt)[0]
+
+    def encode_chat_with_mask(self, messages: list[dict], *,
+                              add_generation_prompt: bool = False) -> tuple[list[int], list[bool]]:
+        """encode_chat's ids and, per id, whether an assistant wrote it: the tokens of its content and the
+        <|end|> that closes its turn, never a role marker or another role's text. These are the tokens that
+        overlap the template's `{% generation %}` block, as transformers' assistant mask counts them: the
+        token that carries the newline after <|assistant|> is in only where it also carries content."""
         ids = [self.bos_id] if self.bos_id is not None else []
+        mask = [False] * len(ids)
         end = self.backend.token_to_id(END_OF_TURN)
+        newline = self.encode("\n")
         for m in messages:
             role = self.backend.token_to_id(f"<|{m['role']}|>")
-            if role is None:
+            if role is None or m["role"] not in ROLES:
                 raise ModelError(f"unknown chat role {m['role']!r}", hint=f"roles are {', '.join(ROLES)}")
-            ids += [role, *self.encode("\n" + m["content"]), end, *self.encode("\n")]
+            body = self.backend.encode("\n" + m["content"], add_special_tokens=False)
+            mine = m["role"] == "assistant"
+            ids += [role, *body.ids, end, *newline]
+            mask += [False, *(mine and stop > 1 for _, stop in body.offsets), mine, *[False] * len(newline)]
         if add_generation_prompt:
-            ids += [self.backend.token_to_id("<|assistant|>"), *self.encode("\n")]
-        return ids
+            ids += [self.backend.token_to_id("<|assistant|>"), *newline]
+            mask += [False] * (1 + len(newline))
+        return ids, mask
+
+    @property
+    def chat_template(self) -> str | None:
+        """The template in tokenizer_config.json (or chat_template.jinja); the "default" one of a named list."""
+        template = self.config.get("chat_template")
+        if isinstance(template, list):
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        return template or None
+
+    @functools.cached_property
+    def has_lmforge_chat(self) -> bool:
+        """Whether chats render as lmforge's template, which encode_chat builds by id: lmforge's role and
+        end-of-turn tokens, and lmforge's template or none (a tokenizer that merely shares the role tokens'
+        spelling, as Phi-3's does, renders with its own template instead)."""
+        tokens = [f"<|{r}|>" for r in ROLES] + [END_OF_TURN]
+        return (all(self.backend.token_to_id(t) is not None for t in tokens)
+                and self.chat_template in (None, CHAT_TEMPLATE, CHAT_TEMPLATE_UNMARKED))
+
+    def template_variables(self) -> dict[str, str]:
+        """The special tokens a chat template may name (bos_token, ...), as transformers passes them."""
+        out = {}
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            token = self.config.get(key)
+            if isinstance(token, dict):
+                token = token.get("content")
+            if isinstance(token, str):
+                out[key] = token
+        if "bos_token" not in out and self.bos_id is not None:
+            out["bos_token"] = self.id_to_token(self.bos_id)
+        return out
 
     def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True) -> str:
-        import jinja2
-
-        template = jinja2.Environment().from_string(self.config.get("chat_template", CHAT_TEMPLATE))
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                               bos_token=self.id_to_token(self.bos_id) or "")
+        text, _ = render_chat_template(self.chat_template or CHAT_TEMPLATE, messages,
+                                       add_generation_prompt=add_generation_prompt, **self.template_variables())
+        return text
 
     @functools.cached_property
     def token_bytes(self) -> list[bytes]:
