@@ -157,3 +157,25 @@ def test_template_that_rewrites_history_is_refused(tmp_path, small_tokenizer):
     oracle = foreign_dir(tmp_path, small_tokenizer, template, {}, "odd")
     with pytest.raises(ModelError, match="generation"):
         render_chat(Tokenizer.from_dir(oracle), CHATS[0])
+
+
+def test_pack_renders_chats_with_a_foreign_template(tmp_path, small_tokenizer):
+    """pack_split on a ChatML tokenizer directory: each chat is transformers' rendering and assistant mask, then
+    the tokenizer's EOS (no target)."""
+    from lmforge.data.dataset import Dataset
+    from lmforge.data.ingest import ingest
+    from lmforge.data.pack import open_mask, open_tokens, pack_split, tokenizer_hash
+
+    oracle = foreign_dir(tmp_path, small_tokenizer, CHATML, {"eos_token": "<|im_end|>"}, "chatml")
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in CHATS))
+    ingest([tmp_path / "in.jsonl"], tmp_path / "ds", val_fraction=0.0, progress=False)
+    tok = Tokenizer.from_dir(oracle)
+    path = pack_split(Dataset(tmp_path / "ds"), tok, "train", tokenizer_hash=tokenizer_hash(oracle),
+                      progress=False)
+    expected_ids, expected_mask = [], []
+    for chat in CHATS:
+        ids, mask = theirs(oracle, chat)
+        expected_ids += [*ids, tok.eos_id]
+        expected_mask += [*mask, False]
+    assert open_tokens(path).tolist() == expected_ids
+    assert open_mask(path).astype(bool).tolist() == expected_mask
