@@ -301,7 +301,7 @@ class Tokenizer:
                 token = token.get("content")
             if isinstance(token, str):
                 out[key] = token
-        if "bos_token" not in out and self.bos_id is not None:
+        if "bos_token" not in out and self.bos_id is not None and self.has_lmforge_chat:  # files without a config
             out["bos_token"] = self.id_to_token(self.bos_id)
         return out
 
