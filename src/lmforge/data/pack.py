@@ -46,7 +46,9 @@ def pack_split(dataset: Dataset, tokenizer, split: str, *, tokenizer_hash: str, 
 
     from lmforge.data.chat import render_chat
 
-    key = sha256_text(PACK_VERSION, dataset.content_hash, tokenizer_hash, split)[:20]
+    # a foreign chat template shapes the chat tokens but lives outside tokenizer.json, so it is keyed too
+    template = [] if tokenizer.has_lmforge_chat else [tokenizer.chat_template or ""]
+    key = sha256_text(PACK_VERSION, dataset.content_hash, tokenizer_hash, split, *template)[:20]
     out = cache_dir("tokens") / f"{key}-{split}.bin"
     meta_file, mask_file = out.with_suffix(".json"), mask_path(out)
     if out.is_file() and mask_file.is_file() and meta_file.is_file():
