@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import curate, data, demo, generate, studio, tokenizer, train
+from lmforge.cli import curate, data, demo, generate, runs, studio, tokenizer, train
 from lmforge.cli import map as map_cmd
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("train")(train.train)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.command("studio")(studio.studio)
+app.add_typer(runs.app, name="runs")
 
 
 def _version(value: bool):
