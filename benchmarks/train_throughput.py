@@ -38,7 +38,7 @@ def main() -> None:
     from lmforge.train.precision import autocast, resolve_precision
     from lmforge.train.recipe import load_recipe
     from lmforge.train.optim import make_optimizer
-    from lmforge.train.trainer import compile_model, train_step
+    from lmforge.train.fit import train_step
 
     recipe = load_recipe(args.recipe)
     spec = recipe.train
@@ -58,7 +58,7 @@ def main() -> None:
         model = Transformer(config)
         model.reset_parameters(seed=0)
         opt = make_optimizer(model, spec.model_copy(update={"optimizer": optimizer_name}))
-        forward = compile_model(model) if compiled else model
+        forward = torch.compile(model) if compiled else model
 
         def step(i):
             x = data[i]

@@ -23,8 +23,11 @@ def cache_dir(*parts: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that becomes `final` only if the block finishes.
+
+    `durable` fsyncs every file and the directory before the rename, and the parent after it, so a power
+    loss leaves either the old state or the complete new directory.
 
     On any exception the temporary directory is removed, so no half-written artifact is left behind.
     """
@@ -37,12 +40,28 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        if durable:
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    fsync_path(f)
+            fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    if durable:
+        fsync_path(final.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's contents (a directory: its entries, e.g. a rename) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -79,7 +79,7 @@ def test_cli_exit_code_and_single_line(tmp_path):
     proc = run_cli("train", path, "--out", tmp_path / "run")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert "unknown key 'optimiser'" in proc.stderr and "valid keys in recipe: data, model, name" in proc.stderr
+    assert "unknown key 'optimiser'" in proc.stderr and "valid keys in recipe: data, init_from, model, name" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -111,7 +111,7 @@ def test_shipped_recipe_by_name_is_the_file(tmp_path):
         load_recipe("tiny-code-stdlb")
     proc = run_cli("train", "no-such-recipe", "--out", tmp_path / "run")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert "no-such-recipe: no such recipe file" in proc.stderr and "curate, tiny-code-stdlib" in proc.stderr
+    assert "no-such-recipe: no such recipe file" in proc.stderr and ", ".join(sorted(p.stem for p in shipped.glob("*.yaml"))) in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -213,7 +213,7 @@ def test_cli_resume_without_the_recipe(tmp_path, small_dataset, small_tokenizer)
     proc = run_cli("train", "--out", run, "--resume", "--max-steps", 5, check=True)
     assert "done 5 steps" in proc.stdout
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    assert [(e["kind"], e["step"]) for e in events] == [("start", 0), ("resume", 3)]
+    assert [(e["kind"], e["step"]) for e in events] == [("start", 0), ("finished", 3), ("resume", 3), ("finished", 5)]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert (saved["train"]["lr"], saved["train"]["max_steps"]) == (0.002, 5)
     assert yaml.safe_load((run / "overrides.yaml").read_text())["overrides"] == ["train.lr=0.002",

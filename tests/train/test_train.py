@@ -22,16 +22,16 @@ def trained(small_dataset, small_tokenizer, tmp_path_factory):
 
 
 def test_learns_far_below_unigram_baseline(trained):
-    from lmforge.data.pack import open_tokens, pack_split, tokenizer_hash
+    from lmforge.data.pack import open_mask, open_tokens, pack_split, tokenizer_hash
     from lmforge.train.prepare import resolve_dataset
     from lmforge.train.validation import byte_lengths, unigram_baseline
 
     recipe, out, result = trained
     model, tok = load_pretrained(result["model"])
     ds = resolve_dataset(recipe.data)
-    val = open_tokens(pack_split(ds, tok, "validation", tokenizer_hash=tokenizer_hash(recipe.tokenizer.path),
-                                 progress=False))
-    targets = TokenWindows(val, recipe.train.seq_len).targets(recipe.train.final_eval_tokens)
+    shard = pack_split(ds, tok, "validation", tokenizer_hash=tokenizer_hash(recipe.tokenizer.path), progress=False)
+    windows = TokenWindows(open_tokens(shard), recipe.train.seq_len, open_mask(shard))
+    targets = windows.targets(recipe.train.final_eval_tokens)
     assert len(targets) == result["validation"]["tokens"]
     baseline = unigram_baseline(targets, byte_lengths(tok), tok.vocab_size)
     assert result["validation"]["loss"] < baseline["loss"] - 0.5
@@ -51,7 +51,8 @@ def test_run_directory_layout(trained):
         (recipe_path(recipe) / "dataset.json").read_text())["content_hash"]
     assert lineage["recipe"]["train"]["max_steps"] == 200
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["step-0000190", "step-0000200"]  # keep_checkpoints=2
+    best = min((r["val_loss"], r["step"]) for r in rows if "val_loss" in r)[1]  # every eval step is a checkpoint
+    assert ckpts == sorted({"step-0000190", "step-0000200", f"step-{best:07d}"})  # keep 2 + keep_best
 
 
 def recipe_path(recipe):
@@ -89,19 +90,23 @@ def test_resume_is_exact(small_dataset, small_tokenizer, tmp_path, optimizer):
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(pa, pb), name
     events = [json.loads(x)["kind"] for x in (tmp_path / "b" / "events.jsonl").read_text().splitlines()]
-    assert events == ["start", "resume"]
+    assert events == ["start", "finished", "resume", "finished"]  # b began as a copy of a's whole directory
 
 
-def test_existing_run_without_resume_is_refused(small_dataset, small_tokenizer, tmp_path):
+def test_same_command_resumes_finished_run_says_so_changed_recipe_refused(small_dataset, small_tokenizer, tmp_path):
     from lmforge.errors import RecipeError
 
     raw = tiny_recipe(small_dataset, small_tokenizer, max_steps=10)
-    train(parse_recipe(raw), tmp_path / "r", progress=False)
-    with pytest.raises(RecipeError, match="--resume"):
-        train(parse_recipe(raw), tmp_path / "r", progress=False)
-    changed = {**raw, "train": {**raw["train"], "lr": 1e-4}}
-    with pytest.raises(RecipeError, match="differs"):
-        train(parse_recipe(changed), tmp_path / "r", resume=True, progress=False)
+    first = train(parse_recipe(raw), tmp_path / "r", progress=False)
+    again = train(parse_recipe(raw), tmp_path / "r", progress=False)
+    assert again["finished_already"] and again["steps"] == 10
+    assert again["validation"] == first["validation"]
+    changed = {**raw, "train": {**raw["train"], "lr": 1e-4, "seq_len": 32}}
+    with pytest.raises(RecipeError, match="differs") as e:
+        train(parse_recipe(changed), tmp_path / "r", progress=False)
+    assert "train.lr" in str(e.value) and "train.seq_len" in str(e.value)
+    longer = train(parse_recipe({**raw, "train": {**raw["train"], "max_steps": 12}}), tmp_path / "r", progress=False)
+    assert longer["resumed_from"] == 10 and longer["steps"] == 12
 
 
 def test_corrupt_checkpoint_is_skipped(small_dataset, small_tokenizer, tmp_path):

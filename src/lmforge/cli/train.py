@@ -13,8 +13,11 @@ def train(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: --set train.lr=1e-3."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Shorthand for --set train.max_steps=N."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run directory's saved run from its latest "
-                                "checkpoint; only max_steps and eval/log/checkpoint settings may change."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Shorthand for --set "
+                                                   "train.checkpoint_interval=N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run directory's saved run (the same command "
+                                "without it does too); needed only without RECIPE. Only max_steps and "
+                                "eval/log/checkpoint settings may change."),
 ):
     """Train RECIPE; the run directory gets recipe.yaml, overrides.yaml, checkpoints/, metrics.jsonl and model/."""
     from rich.console import Console
@@ -22,9 +25,19 @@ def train(
     from lmforge.train.recipe import resolve_run
     from lmforge.train.trainer import train as run
 
-    overrides = list(set_ or []) + ([f"train.max_steps={max_steps}"] if max_steps is not None else [])
+    overrides = list(set_ or []) + ([f"train.max_steps={max_steps}"] if max_steps is not None else []) + (
+        [f"train.checkpoint_interval={checkpoint_every}"] if checkpoint_every is not None else [])
     r, run_dir, source = resolve_run(recipe, overrides, out, resume=resume)
     result = run(r, run_dir, resume=resume, source=source)
+    console = Console()
+    if result["interrupted"]:
+        console.print(f"[yellow]stopped[/] at step {result['steps']} with a checkpoint; run the same command "
+                      "to continue")
+        raise typer.Exit(130)
     v = result["validation"]
-    Console().print(f"[green]done[/] {result['steps']} steps: validation loss {v['loss']:.4f} nats/token, "
-                    f"{v['bpb']:.4f} bits/byte; model in {result['model']}")
+    if result["finished_already"]:
+        console.print(f"[green]finished[/]: {run_dir} already trained {result['steps']} steps (validation loss "
+                      f"{v['loss']:.4f}); raise --max-steps to train further, or choose another --out")
+        return
+    console.print(f"[green]done[/] {result['steps']} steps: validation loss {v['loss']:.4f} nats/token, "
+                  f"{v['bpb']:.4f} bits/byte; model in {result['model']}")

@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from lmforge.model.config import ModelConfig
@@ -134,6 +135,7 @@ class Transformer(nn.Module):
         cos, sin = rotary_tables(config.head_dim, config.max_position_embeddings, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False
         self.reset_parameters()
 
     def reset_parameters(self, seed: int | None = None) -> None:
@@ -157,27 +159,27 @@ class Transformer(nn.Module):
             self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
         return self.rope_cos[start:end].to(dtype), self.rope_sin[start:end].to(dtype)
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, last_only: bool = False):
-        """Logits for `input_ids` (B, T); with `targets`, also the mean cross-entropy (nats per token).
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for `input_ids` (B, T); the loss lives outside the model (lmforge.train.loss).
 
-        Targets equal to -100 are ignored. `last_only` computes logits for the final position only
-        (what generation needs). With a `cache`, positions continue from `cache.pos`.
+        `last_only` computes logits for the final position only (what generation needs). With a `cache`,
+        positions continue from `cache.pos`. With `activation_checkpointing` set, training recomputes each
+        block's activations in the backward pass instead of keeping them.
         """
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids)                                          # (B, T, C)
         start = cache.pos if cache is not None else 0
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        cos, sin = self._rotary(start, input_ids.shape[1], dtype)
+        cos, sin = self._rotary(start, input_ids.shape[1], dtype)                 # (T, head_dim) each
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.layers:
-            x = block(x, cos, sin, cache)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache)                                     # (B, T, C)
         if cache is not None:
             cache.pos += input_ids.shape[1]
         x = self.norm(x)
         if last_only:
-            x = x[:, -1:]
-        logits = self.lm_head(x)
-        if targets is None:
-            return logits
-        loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+            x = x[:, -1:]                                                         # (B, 1, C)
+        return self.lm_head(x)                                                    # (B, T, V)

@@ -1,12 +1,20 @@
-"""Atomic, checksummed checkpoints: RUN/checkpoints/step-NNNNNNN/{model.safetensors, optimizer.pt, state.json}.
+"""Atomic, checksummed checkpoints: RUN/checkpoints/step-NNNNNNN/ holds exactly `TrainState.state_dict()`.
 
-A checkpoint directory appears only when complete (written to a temporary sibling, then renamed); on
-resume, a checkpoint whose checksums do not match is skipped in favour of the one before it.
+    model.safetensors   the weights, under Hugging Face names
+    optimizer.pt        the optimizer state
+    state.pt            step, tokens, data cursor, lr scale, RNG streams, method states
+    state.json          the same scalars, readable (plus the validation loss when one was measured)
+    manifest.json       sha256 of every file above
+
+A checkpoint is written into a temporary sibling, fsynced and renamed, so it appears only when complete.
+Resuming takes the newest checkpoint whose manifest verifies; a corrupt or partial one is passed over with
+a warning. Pruning keeps the newest `keep` and, with `keep_best`, the one with the lowest validation loss.
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +23,75 @@ import torch
 from lmforge.io import atomic_dir, read_json, sha256_file, write_json
 from lmforge.model.hf import from_hf_state_dict, to_hf_state_dict
 
+FILES = ("model.safetensors", "optimizer.pt", "state.pt", "state.json")
+SCALARS = ("step", "tokens", "data_position", "lr_scale")
+
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, state: dict[str, Any], keep: int) -> Path:
+def save_checkpoint(state, *, keep: int, keep_best: bool = False, val_loss: float | None = None) -> Path:
     from safetensors.torch import save_file
 
-    path = Path(run_dir) / "checkpoints" / f"step-{step:07d}"
-    with atomic_dir(path, overwrite=True) as tmp:
-        save_file(to_hf_state_dict(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "optimizer.pt")}
-        write_json(tmp / "state.json", {**state, "step": step, "sha256": files})
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    sd = state.state_dict()
+    path = Path(state.run_dir) / "checkpoints" / f"step-{state.step:07d}"
+    with atomic_dir(path, overwrite=True, durable=True) as tmp:
+        save_file(to_hf_state_dict(state.model), str(tmp / "model.safetensors"))
+        torch.save(sd["optimizer"], tmp / "optimizer.pt")
+        torch.save({k: v for k, v in sd.items() if k not in ("model", "optimizer")}, tmp / "state.pt")
+        write_json(tmp / "state.json", {**{k: sd[k] for k in SCALARS}, "val_loss": val_loss})
+        write_json(tmp / "manifest.json", {name: sha256_file(tmp / name) for name in FILES})
+    prune(state.run_dir, keep=keep, keep_best=keep_best)
     return path
+
+
+def prune(run_dir: Path, *, keep: int, keep_best: bool) -> None:
+    dirs = checkpoint_dirs(run_dir)
+    kept = set(dirs[-keep:])
+    if keep_best:
+        scored = [(meta["val_loss"], p) for p in dirs if (meta := _meta(p)) and meta.get("val_loss") is not None]
+        if scored:
+            kept.add(min(scored)[1])
+    for old in dirs:
+        if old not in kept:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _meta(path: Path) -> dict | None:
+    try:
+        return read_json(path / "state.json")
+    except (OSError, ValueError):
+        return None
 
 
 def is_intact(path: Path) -> bool:
     try:
-        state = read_json(path / "state.json")
-        return all(sha256_file(path / name) == digest for name, digest in state["sha256"].items())
-    except (OSError, KeyError, ValueError):
+        manifest = read_json(path / "manifest.json")
+        return set(manifest) == set(FILES) and all(sha256_file(path / n) == d for n, d in manifest.items())
+    except (OSError, ValueError, AttributeError):
         return False
 
 
-def load_latest(run_dir: Path, model, optimizer) -> dict[str, Any] | None:
-    """Restore the newest intact checkpoint into `model` and `optimizer`; returns its state or None."""
+def latest_intact(run_dir: Path, *, warn: bool = True) -> Path | None:
+    """The newest checkpoint whose checksums verify; every newer one is named in a warning."""
+    for path in reversed(checkpoint_dirs(run_dir)):
+        if is_intact(path):
+            return path
+        if warn:
+            warnings.warn(f"checkpoint {path} is incomplete or corrupt (its sha256 manifest does not verify); "
+                          "passing over it", stacklevel=2)
+    return None
+
+
+def load_checkpoint(path: Path, state) -> dict[str, Any]:
+    """Restore `state` from the checkpoint at `path`; returns its state.json."""
     from safetensors.torch import load_file
 
-    for path in reversed(checkpoint_dirs(run_dir)):
-        if not is_intact(path):
-            continue
-        weights = from_hf_state_dict(load_file(str(path / "model.safetensors")), model.config, str(path))
-        model.load_state_dict(weights, strict=not model.config.tie_word_embeddings)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        return read_json(path / "state.json")
-    return None
+    model = state.model
+    weights = from_hf_state_dict(load_file(str(path / "model.safetensors")), model.config, str(path))
+    rest = torch.load(path / "state.pt", weights_only=False)  # our own file, verified by the manifest
+    optimizer = torch.load(path / "optimizer.pt", weights_only=True)
+    state.load_state_dict({**rest, "model": weights, "optimizer": optimizer})
+    return read_json(path / "state.json")

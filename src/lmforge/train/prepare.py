@@ -6,7 +6,7 @@ what it needs and later runs start training at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,23 @@ from lmforge.model.tokenizer import Tokenizer
 
 
 @dataclass
-class Prepared:
+class Source:
+    """One training source, packed: its dataset and its train split's tokens and loss mask."""
+    spec: object          # recipe.SourceSpec
     dataset: Dataset
+    train_tokens: np.ndarray
+    train_mask: np.ndarray | None
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset      # the first source's: validation and lineage come from it
     tokenizer: Tokenizer
     tokenizer_dir: Path
     train_tokens: np.ndarray
     val_tokens: np.ndarray
+    sources: list[Source] = field(default_factory=list)
+    val_mask: np.ndarray | None = None
 
 
 def resolve_dataset(spec, progress: bool = True) -> Dataset:
@@ -66,18 +77,32 @@ def resolve_tokenizer(spec, dataset: Dataset, progress: bool = True) -> Path:
 
 
 def prepare(recipe, progress: bool = True) -> Prepared:
-    from lmforge.data.pack import open_tokens, pack_split, tokenizer_hash
+    """Every source packed with one tokenizer: `tokenizer.path`, the one trained on the first source, or, with
+    `init_from`, that model's own."""
+    from lmforge.data.pack import open_mask, open_tokens, pack_split, tokenizer_hash
 
-    dataset = resolve_dataset(recipe.data, progress)
-    tok_dir = resolve_tokenizer(recipe.tokenizer, dataset, progress)
+    specs = recipe.data.sources()
+    datasets = [resolve_dataset(spec, progress) for spec in specs]
+    if recipe.init_from is not None:
+        tok_dir = Path(recipe.init_from)
+        if not (tok_dir / "tokenizer.json").is_file():
+            raise RecipeError("init_from has no tokenizer.json", where=str(tok_dir),
+                              hint="init_from must be a Hugging Face model directory saved with its tokenizer")
+    else:
+        tok_dir = resolve_tokenizer(recipe.tokenizer, datasets[0], progress)
     tokenizer = Tokenizer.from_dir(tok_dir)
     if "vocab_size" in recipe.model.model_fields_set and recipe.model.vocab_size != tokenizer.vocab_size:
         raise RecipeError(f"model.vocab_size is {recipe.model.vocab_size} but the tokenizer has "
                           f"{tokenizer.vocab_size} tokens", hint="remove model.vocab_size; it follows the tokenizer")
-    if dataset.count("validation") == 0:
-        raise RecipeError("the dataset has no validation split", where=str(dataset.path),
+    if datasets[0].count("validation") == 0:
+        raise RecipeError("the dataset has no validation split", where=str(datasets[0].path),
                           hint="ingest it with --val-fraction above 0")
     th = tokenizer_hash(tok_dir)
-    train = open_tokens(pack_split(dataset, tokenizer, "train", tokenizer_hash=th, progress=progress))
-    val = open_tokens(pack_split(dataset, tokenizer, "validation", tokenizer_hash=th, progress=progress))
-    return Prepared(dataset, tokenizer, tok_dir, train, val)
+
+    def packed(dataset, split):
+        path = pack_split(dataset, tokenizer, split, tokenizer_hash=th, progress=progress)
+        return open_tokens(path), open_mask(path)
+
+    sources = [Source(spec, ds, *packed(ds, "train")) for spec, ds in zip(specs, datasets)]
+    val_tokens, val_mask = packed(datasets[0], "validation")
+    return Prepared(datasets[0], tokenizer, tok_dir, sources[0].train_tokens, val_tokens, sources, val_mask)

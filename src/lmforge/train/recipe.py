@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from lmforge.config import Strict, apply_override, load_yaml, validate
 from lmforge.errors import RecipeError
@@ -23,13 +24,37 @@ RUN_RECIPE = "recipe.yaml"
 RUN_OVERRIDES = "overrides.yaml"
 # Keys that cannot change the trajectory already run: the only ones --resume may change.
 RESUMABLE = ("name", "train.max_steps", "train.eval_interval", "train.eval_tokens", "train.final_eval_tokens",
-             "train.checkpoint_interval", "train.keep_checkpoints", "train.log_interval", "train.threads")
+             "train.checkpoint_interval", "train.keep_checkpoints", "train.keep_best", "train.log_interval",
+             "train.threads", "train.trackers")
+
+
+CORPUS = Literal["python-stdlib", "python-stdlib-instruct"]
+
+
+class SourceSpec(Strict):
+    """One dataset of a mixture."""
+    ALTERNATIVES = (("path", "corpus"),)
+    path: str | None = Field(None, description="a dataset directory written by `lmforge data ingest`")
+    corpus: CORPUS | None = Field(None, description="an embedded corpus, built and cached")
+    weight: float = Field(1.0, gt=0, description="share of training rows drawn from this source (normalised)")
+    max_tokens: int | None = Field(None, gt=0, description="use only the first N packed train tokens of it")
+    name: str | None = Field(None, description="how logs name it (default: the corpus or the folder's name)")
+
+    def label(self) -> str:
+        return self.name or self.corpus or Path(self.path).name
 
 
 class DataSpec(Strict):
-    ALTERNATIVES = (("path", "corpus"),)
+    ALTERNATIVES = (("path", "corpus", "mix"),)
     path: str | None = Field(None, description="a dataset directory written by `lmforge data ingest`")
-    corpus: Literal["python-stdlib"] | None = Field(None, description="an embedded corpus, built and cached")
+    corpus: CORPUS | None = Field(None, description="an embedded corpus, built and cached")
+    mix: list[SourceSpec] | None = Field(None, description="several datasets sampled by weight (text and chat "
+                                                           "may mix); validation is the first source's")
+
+    def sources(self) -> list[SourceSpec]:
+        if self.mix is not None:
+            return self.mix
+        return [SourceSpec(path=self.path, corpus=self.corpus)]
 
 
 class TokenizerSpec(Strict):
@@ -39,10 +64,21 @@ class TokenizerSpec(Strict):
     min_frequency: int = Field(2, ge=1)
 
 
+class SpikeGuardSpec(Strict):
+    enabled: bool = Field(True, description="roll back and skip data on a loss spike (methods/spike_guard.py)")
+    z: float = Field(6.0, gt=0, description="a spike is this many standard deviations above the running mean")
+    window: int = Field(50, gt=1, description="steps in the running mean and deviation")
+    min_history: int = Field(20, gt=1, description="steps seen before a finite loss can count as a spike")
+    min_rise: float = Field(0.1, ge=0, description="... and at least this much above the mean, relatively")
+    lr_factor: float = Field(0.5, gt=0, le=1, description="learning-rate scale after a rollback")
+    cooldown_steps: int = Field(100, ge=0, description="steps the lowered learning rate lasts")
+    max_rollbacks: int = Field(5, ge=0, description="then stop with an error: the run diverges")
+
+
 class TrainSpec(Strict):
     seq_len: int = Field(256, gt=0)
-    micro_batch_size: int = Field(16, gt=0)
-    grad_accum: int = Field(1, gt=0)
+    micro_batch_size: int = Field(16, gt=0, description="rows per micro-batch, per process")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     max_steps: int = Field(1000, gt=0)
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -53,25 +89,46 @@ class TrainSpec(Strict):
         "adamw", description="muon: Muon on hidden matrices, AdamW on embeddings and norms")
     muon_momentum: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 autocast where the hardware computes bf16 natively, else fp32")
-    compile: bool = Field(True, description="torch.compile the model (falls back to eager if it cannot)")
+    compile: bool = Field(True, description="torch.compile the model (eager, with a warning, if the compiler fails)")
+    activation_checkpointing: bool = Field(False, description="recompute each block's activations in the "
+                                                              "backward pass: less memory, ~30% more compute")
     eval_interval: int = Field(200, gt=0)
     eval_tokens: int = Field(32768, gt=0, description="validation tokens per periodic evaluation")
     final_eval_tokens: int = Field(1_000_000, gt=0, description="validation tokens for the final evaluation")
-    checkpoint_interval: int = Field(500, gt=0)
-    keep_checkpoints: int = Field(2, gt=0)
+    checkpoint_interval: int = Field(500, gt=0, description="steps between checkpoints (--checkpoint-every)")
+    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept")
+    keep_best: bool = Field(True, description="also keep the checkpoint with the lowest validation loss")
     log_interval: int = Field(10, gt=0)
-    threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores")
+    threads: int | None = Field(None, gt=0, description="CPU threads; default: all cores (divided among processes)")
+    spike_guard: SpikeGuardSpec = SpikeGuardSpec()
+    trackers: list[Literal["mlflow", "wandb"]] = Field(
+        [], description="trackers besides TensorBoard (always on): mlflow, wandb (offline)")
 
 
 class Recipe(Strict):
     name: str = "run"
     seed: int = 1337
+    init_from: str | None = Field(None, description="start from this local Hugging Face Llama-family model "
+                                                    "directory (its weights, tokenizer and chat template)")
     data: DataSpec
-    tokenizer: TokenizerSpec
+    tokenizer: TokenizerSpec | None = Field(None, description="required unless init_from gives the tokenizer")
     model: ModelConfig = ModelConfig()
     train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _tokenizer_and_model_source(self):
+        if self.init_from is None and self.tokenizer is None:
+            raise PydanticCustomError("tokenizer", "a recipe needs a tokenizer section (path or vocab_size) "
+                                      "unless init_from names a model directory")
+        if self.init_from is not None:
+            given = [k for k in ("tokenizer", "model") if k in self.model_fields_set]
+            if given:
+                raise PydanticCustomError("init_from", "init_from brings its own tokenizer and model "
+                                          "configuration: remove {keys}", {"keys": ", ".join(given)})
+        return self
 
 
 def _recipe_data(path: str | Path) -> dict:
@@ -175,7 +232,7 @@ def resolve_run(recipe_path: str | Path | None, overrides: list[str], out: str |
     """What `lmforge train [RECIPE] [--set ...] [--out RUN] [--resume]` trains: (recipe, run directory, the
     source record a fresh run saves).
 
-    On --resume of a run that has a recipe.yaml, the saved run is the source of truth: without RECIPE it is
+    For a run directory that already has a recipe.yaml, the saved run is the source of truth: without RECIPE it is
     the saved recipe plus this command's overrides; with RECIPE, the file plus the overrides recorded in
     overrides.yaml plus this command's. Either way `check_resume` then refuses changes to the trajectory.
     """
@@ -187,7 +244,7 @@ def resolve_run(recipe_path: str | Path | None, overrides: list[str], out: str |
     run_dir = Path(out) if out is not None else Path("runs") / _override(_recipe_data(recipe_path), overrides)["name"]
     source = {"recipe_file": None if recipe_path is None else str(recipe_path), "overrides": list(overrides)}
     saved = run_dir / RUN_RECIPE
-    if not (resume and saved.is_file()):
+    if not saved.is_file():  # a fresh run; an existing one is continued (with or without --resume)
         if recipe_path is None:
             raise RecipeError(f"nothing to resume: no {RUN_RECIPE}", where=str(run_dir),
                               hint="give the RECIPE to start this run")

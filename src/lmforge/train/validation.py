@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from lmforge.data.loader import TokenWindows
+from lmforge.data.loader import IGNORE_INDEX, TokenWindows
+from lmforge.train.loss import cross_entropy_sum
 from lmforge.train.precision import autocast
 
 
@@ -23,24 +23,26 @@ def byte_lengths(tokenizer) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_loss(model, windows: TokenWindows, bytes_per_token: np.ndarray, *, max_tokens: int | None = None,
-                  batch_size: int = 32, precision: str = "fp32") -> dict:
+                  batch_size: int = 32, precision: str = "fp32", device: torch.device | str = "cpu") -> dict:
+    """Loss over the windows' targets; masked targets (IGNORE_INDEX, e.g. a chat's prompt) do not count."""
     was_training = model.training
     model.eval()
+    device = torch.device(device)
     total_nats, n_tokens, n_bytes = 0.0, 0, 0
     lengths = torch.from_numpy(bytes_per_token)
     for x, y in windows.sequential(batch_size, max_tokens):
-        with autocast(precision):
-            logits = model(x)
-        nats = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
-        total_nats += nats.item()
-        n_tokens += y.numel()
-        n_bytes += int(lengths[y].sum())
+        with autocast(precision, device.type):
+            logits = model(x.to(device))                           # (B, T, V)
+        total_nats += cross_entropy_sum(logits, y.to(device)).item()
+        kept = y[y != IGNORE_INDEX]                                 # (targets,)
+        n_tokens += kept.numel()
+        n_bytes += int(lengths[kept].sum())
     model.train(was_training)
     return summarize(total_nats, n_tokens, n_bytes)
 
 
 def summarize(total_nats: float, n_tokens: int, n_bytes: int) -> dict:
-    return {"loss": total_nats / n_tokens, "bpb": total_nats / math.log(2) / max(1, n_bytes),
+    return {"loss": total_nats / max(1, n_tokens), "bpb": total_nats / math.log(2) / max(1, n_bytes),
             "tokens": n_tokens, "bytes": n_bytes}
 
 
