@@ -37,6 +37,7 @@ test: install chromium
 
 bench: install chromium
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/embed_throughput.py
 	$(BIN)/python benchmarks/near_dedup.py
 	$(BIN)/python benchmarks/map_stages.py
