@@ -153,3 +153,22 @@ def test_newton_schulz_approximates_polar_factor():
     cos = torch.nn.functional.cosine_similarity((u @ vh).flatten(), o.flatten(), dim=0)
     assert cos > 0.95
     assert orthogonalize(g.T).shape == (80, 48)
+
+
+def test_runs_show_reads_a_real_run(trained):
+    """`lmforge runs show` on a run the trainer wrote: status, step, best validation, throughput, precision."""
+    from typer.testing import CliRunner
+
+    from lmforge.cli.main import app
+    from lmforge.train.runs import summarize
+
+    recipe, out, result = trained
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    s = summarize(out)
+    assert (s.status, s.step, s.max_steps, s.resumes, s.rollbacks) == ("finished", 200, 200, 0, 0)
+    assert s.best_val_loss == min(r.get("val_loss", r.get("final_val_loss", float("inf"))) for r in rows)
+    assert s.final_val_loss == result["validation"]["loss"] and s.precision == "fp32"
+    assert s.tokens == result["tokens"] and s.tokens_per_s > 0
+    shown = CliRunner().invoke(app, ["runs", "show", str(out), "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["status"] == "finished"
+    assert list((out / "tensorboard").iterdir())  # TensorBoard event files, always
