@@ -3,12 +3,18 @@
 Data parallelism here is plain all-reduce, not DistributedDataParallel: every rank computes its share of the
 step's summed loss divided by the targets of *all* ranks, so summing the gradients over ranks (one
 all-reduce per step, after the accumulation) gives exactly the single-process gradient of the global batch.
-FSDP2 (`torch.distributed.fsdp.fully_shard`) would slot in at `wrap_model` for models that do not fit one
-device; see docs/training.md.
+Every rank then takes the same optimizer step on the same summed gradients, so the weights stay identical
+on all ranks without ever being broadcast. Collectives run in the same order on every rank: the step's target
+count, its loss, its gradients and whether to stop (`any_rank`), plus the barriers around rank 0's writes.
+
+FSDP2 (`torch.distributed.fsdp.fully_shard`, for models that do not fit one device) is not built; it would
+slot in at setup() (each Block, then the model, after `model.to(device)`, replacing `sum_gradients`) and
+checkpoint.py (sharded state dicts through torch.distributed.checkpoint); see docs/training.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -21,6 +27,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1   # processes on this machine (they share its cores)
 
     @property
     def is_main(self) -> bool:
@@ -38,7 +45,8 @@ def init_world(device_type: str) -> World:
         return World()
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return World(rank=tdist.get_rank(), size=tdist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    return World(rank=tdist.get_rank(), size=tdist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                 local_size=int(os.environ.get("LOCAL_WORLD_SIZE", size)))
 
 
 def all_sum(world: World, value: float | int) -> float:
@@ -47,6 +55,14 @@ def all_sum(world: World, value: float | int) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64)
     tdist.all_reduce(t)
     return t.item()
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """Whether `flag` is true on any rank: a signal reaches the ranks at different moments, but they must all
+    stop (and checkpoint) after the same step, or one would wait forever in a collective the others left."""
+    if not world.distributed:
+        return bool(flag)
+    return all_sum(world, 1.0 if flag else 0.0) > 0
 
 
 def sum_gradients(world: World, model: torch.nn.Module) -> None:
@@ -65,6 +81,18 @@ def sum_gradients(world: World, model: torch.nn.Module) -> None:
 def barrier(world: World) -> None:
     if world.distributed:
         tdist.barrier()
+
+
+@contextlib.contextmanager
+def in_turns(world: World):
+    """Run the block on rank 0 first, then on the first process of every other node, then on the rest: what
+    it writes to a cache (shared, or one per node) is there, complete, before the others look for it."""
+    turn = 0 if world.rank == 0 else 1 if world.local_rank == 0 else 2
+    for _ in range(turn):
+        barrier(world)
+    yield
+    for _ in range(2 - turn):
+        barrier(world)
 
 
 def shutdown(world: World) -> None:

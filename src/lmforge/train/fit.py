@@ -8,7 +8,7 @@ import signal
 
 import torch
 
-from lmforge.train.dist import all_sum, sum_gradients
+from lmforge.train.dist import all_sum, any_rank, sum_gradients
 from lmforge.train.events import Event
 from lmforge.train.loss import count_targets, cross_entropy_sum
 from lmforge.train.methods import run_event
@@ -42,6 +42,7 @@ def fit(state) -> None:
             state.step += 1
             state.tokens += state.tokens_per_step
             state.data_position += spec.grad_accum
+            state.stop = any_rank(state.world, state.stop or state.stop_signal is not None)  # all ranks agree
             run_event(Event.STEP_END, state)
             if state.evaluated:
                 run_event(Event.EVAL_END, state)
@@ -97,10 +98,12 @@ def train_step(model, optimizer, micro_batches, *, precision: str, grad_clip: fl
 def stop_on_signals(state):
     """SIGTERM and Ctrl-C finish the current step, checkpoint and return (state.stop)."""
     def ask_to_stop(signum, frame):
-        if state.stop:  # a second Ctrl-C: stop now
+        if state.stop_signal is not None:  # a second Ctrl-C: stop now
+            if state.world.distributed:  # one rank leaving alone would strand the others; torchrun SIGKILLs
+                return
             raise KeyboardInterrupt
-        state.stop = True
-        state.stop_signal = signum
+        state.stop_signal = signum  # several processes: fit() stops them all after the same step (any_rank)
+        state.stop = not state.world.distributed
         state.say(f"[yellow]{signal.Signals(signum).name}[/]: stopping after this step, with a checkpoint")
 
     previous = {}

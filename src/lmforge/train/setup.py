@@ -11,7 +11,7 @@ import torch
 
 from lmforge.errors import RecipeError
 from lmforge.model.transformer import Transformer
-from lmforge.train.dist import World, init_world
+from lmforge.train.dist import World, in_turns, init_world
 from lmforge.train.events import Event
 from lmforge.train.methods import default_methods, run_event
 from lmforge.train.optim import make_optimizer
@@ -92,8 +92,9 @@ def setup(recipe, run_dir: Path, *, progress: bool = True, world: World | None =
     if device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
         torch.cuda.set_device(device)
-    torch.set_num_threads(spec.threads or max(1, len(os.sched_getaffinity(0)) // world.size))
-    prep = prepare(recipe, progress=progress and world.is_main)
+    torch.set_num_threads(spec.threads or max(1, len(os.sched_getaffinity(0)) // world.local_size))
+    with in_turns(world):  # rank 0 fills the caches (corpus, tokenizer, packed shards); the others read them
+        prep = prepare(recipe, progress=progress and world.is_main)
     train_data, val_data = build_data(recipe, prep)
     model = build_model(recipe, prep.tokenizer)
     if spec.seq_len > model.config.max_position_embeddings:

@@ -28,7 +28,9 @@ class Checkpointing(Method):
         barrier(state.world)
 
     def resume(self, state) -> None:
-        path = latest_intact(state.run_dir)
+        path = latest_intact(state.run_dir, warn=state.world.is_main)
+        initial = state.needs_initial_checkpoint and not checkpoint_dirs(state.run_dir)
+        barrier(state.world)  # every rank decided on the same directory before rank 0 writes into it
         if path is not None:
             load_checkpoint(path, state)
             state.resumed_from = state.step
@@ -36,5 +38,5 @@ class Checkpointing(Method):
             state.log.event("resume", step=state.step, checkpoint=path.name, **state.run_facts())
             return
         state.log.event("start", step=0, **state.run_facts())
-        if state.needs_initial_checkpoint and not checkpoint_dirs(state.run_dir):
+        if initial:
             self.save(state)  # the spike guard's rollback target before the first interval
