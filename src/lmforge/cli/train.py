@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,7 +30,7 @@ def train(
         [f"train.checkpoint_interval={checkpoint_every}"] if checkpoint_every is not None else [])
     r, run_dir, source = resolve_run(recipe, overrides, out, resume=resume)
     result = run(r, run_dir, resume=resume, source=source)
-    console = Console()
+    console = Console(quiet=os.environ.get("RANK", "0") != "0")  # under torchrun, rank 0 reports
     if result["interrupted"]:
         console.print(f"[yellow]stopped[/] at step {result['steps']} with a checkpoint; run the same command "
                       "to continue")
