@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from lmforge.data.corpora import CORPORA
+
 app = typer.Typer(help="Bring data in: JSONL, Parquet, CSV, folders of text or code, embedded corpora.",
                   no_args_is_help=True)
 
@@ -15,7 +17,8 @@ app = typer.Typer(help="Bring data in: JSONL, Parquet, CSV, folders of text or c
 def ingest(
     sources: Optional[List[Path]] = typer.Argument(None, help="Files or folders to read."),
     out: Path = typer.Option(..., "-o", "--out", help="The dataset directory to write."),
-    corpus: Optional[str] = typer.Option(None, help="An embedded corpus instead of SOURCES: python-stdlib."),
+    corpus: Optional[str] = typer.Option(None, help=f"An embedded corpus instead of SOURCES: {', '.join(CORPORA)} "
+                                         "(python-stdlib-instruct: chat records for instruction tuning)."),
     text_field: str = typer.Option("text", help="The field or column holding the text."),
     include: Optional[List[str]] = typer.Option(None, help="Glob of files to take from folders (repeatable)."),
     exclude: Optional[List[str]] = typer.Option(None, help="Glob of files or folders to skip (repeatable)."),
@@ -40,7 +43,7 @@ def ingest(
         info = run(sources, out, text_field=text_field, include=include, exclude=exclude,
                    val_fraction=val_fraction, seed=seed, overwrite=overwrite)
     else:
-        raise DataError("nothing to ingest", hint="give files or folders, or --corpus python-stdlib")
+        raise DataError("nothing to ingest", hint=f"give files or folders, or --corpus {' or '.join(CORPORA)}")
     c = info["counts"]
     Console().print(f"[green]wrote[/] {out}: {c['records']:,} records ({c['text']:,} text, {c['chat']:,} chat), "
                     f"{c['chars']:,} characters, {c['train']:,} train / {c['validation']:,} validation")
