@@ -82,7 +82,9 @@ def compile_or_eager(model, sample, precision: str, device: torch.device):
     return compiled, True
 
 
-def setup(recipe, run_dir: Path, *, progress: bool = True, world: World | None = None) -> TrainState:
+def setup(recipe, run_dir: Path, *, progress: bool = True, world: World | None = None,
+          methods: list | None = None) -> TrainState:
+    """The TrainState of `recipe`; `methods` (lmforge.train.methods.Method) run after the default ones."""
     from lmforge.train.prepare import prepare
     from lmforge.train.validation import byte_lengths
 
@@ -110,6 +112,6 @@ def setup(recipe, run_dir: Path, *, progress: bool = True, world: World | None =
     if spec.compile:
         sample, _ = train_data.batch(recipe.seed, 0, spec.micro_batch_size)
         state.forward, state.compiled = compile_or_eager(model, sample, precision, device)
-    state.methods = default_methods(state)
+    state.methods = default_methods(state) + list(methods or [])
     run_event(Event.INIT, state)
     return state

@@ -50,16 +50,17 @@ def finished_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any] | None:
 
 
 def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bool = True,
-          on_prepared=None, source: dict | None = None) -> dict[str, Any]:
+          on_prepared=None, source: dict | None = None, methods: list | None = None) -> dict[str, Any]:
     """Train `recipe` into run directory `out` (continuing it if it holds this run); returns a summary.
-    `source` ({recipe_file, overrides}) is what a fresh run records in overrides.yaml for later resumes."""
+    `source` ({recipe_file, overrides}) is what a fresh run records in overrides.yaml for later resumes.
+    `methods`: extra lmforge.train.methods.Method objects, run after the default ones on every event."""
     from lmforge.train.setup import setup
 
     run_dir = Path(out)
     exists = existing_run(run_dir, recipe, resume)
     if exists and (done := finished_summary(run_dir, recipe)) is not None:
         return done
-    state = setup(recipe, run_dir, progress=progress)
+    state = setup(recipe, run_dir, progress=progress, methods=methods)
     if on_prepared is not None:
         on_prepared(state.prepared, state.model, state.val_data, state.bytes_per_token)
     if state.world.is_main:  # only now: a recipe that fails to prepare leaves nothing behind
