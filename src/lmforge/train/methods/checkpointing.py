@@ -1,5 +1,6 @@
 """Checkpoints as events: restore the newest intact one at FIT_START (auto-resume), save every
-`checkpoint_interval` steps, at the last step, and when a signal asked the run to stop."""
+`checkpoint_interval` steps, at the last step, and when a signal asked the run to stop (after EVAL_END when
+validation ran at that step)."""
 
 from lmforge.train.checkpoint import checkpoint_dirs, latest_intact, load_checkpoint, save_checkpoint
 from lmforge.train.dist import barrier
@@ -8,7 +9,7 @@ from lmforge.train.methods.base import Method
 
 
 class Checkpointing(Method):
-    events = (Event.FIT_START, Event.STEP_END)
+    events = (Event.FIT_START, Event.STEP_END, Event.EVAL_END)
 
     def match(self, event, state) -> bool:
         return event in self.events and not state.rolled_back
@@ -18,6 +19,8 @@ class Checkpointing(Method):
         if event == Event.FIT_START:
             self.resume(state)
             return
+        if event == Event.STEP_END and state.evaluated:
+            return  # save after EVAL_END, so a kill cannot lose a validation row the checkpoint has passed
         if state.step % spec.checkpoint_interval == 0 or state.step == spec.max_steps or state.stop:
             self.save(state)
 
