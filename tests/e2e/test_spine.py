@@ -53,10 +53,12 @@ def test_ingest_tokenize_train_generate(tmp_path):
     run_cli("train", tmp_path / "r.yaml", "--out", run, "--max-steps", 30, "--resume",
             "--set", "train.lr=0.004", check=True)
     events = jsonl(run / "events.jsonl")
-    assert [(e["kind"], e["step"]) for e in events] == [("start", 0), ("resume", 25)]
+    assert [(e["kind"], e["step"]) for e in events] == [("start", 0), ("finished", 25), ("resume", 25),
+                                                        ("finished", 30)]
     lineage = json.loads((run / "model" / "lmforge.json").read_text())
     assert lineage["steps"] == 30 and lineage["tokens"] == 30 * SEQ_LEN * MICRO_BATCH
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000025", "step-0000030"]
+    # the newest two, and step 20: the only (so the best) validated checkpoint (keep_best)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000020", "step-0000025", "step-0000030"]
     # metrics.jsonl: the first run's rows untouched, then steps 26..30 appended: every step once, no gap
     text = (run / "metrics.jsonl").read_text()
     assert text.startswith(metrics_before)
