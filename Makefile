@@ -37,6 +37,7 @@ test: install chromium
 
 bench: install chromium
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py --precision fp32 --out benchmarks/results/train_throughput_fp32.json
 	$(BIN)/python benchmarks/trainer_overhead.py
 	$(BIN)/python benchmarks/embed_throughput.py
 	$(BIN)/python benchmarks/near_dedup.py

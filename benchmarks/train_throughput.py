@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny-code-stdlib.yaml"))
     ap.add_argument("--steps", type=int, default=8, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", default=None, help="override train.precision (auto | bf16 | fp32)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
     args = ap.parse_args()
 
@@ -40,7 +41,7 @@ def main() -> None:
     from lmforge.train.optim import make_optimizer
     from lmforge.train.fit import train_step
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, [f"train.precision={args.precision}"] if args.precision else [])
     spec = recipe.train
     torch.set_num_threads(spec.threads or len(os.sched_getaffinity(0)))
     precision = resolve_precision(spec.precision)
