@@ -98,3 +98,17 @@ def neighbour_recall(a, b, k: int = 10) -> float:
     np.fill_diagonal(sb, -np.inf)
     na, nb = np.argsort(-sa, 1)[:, :k], np.argsort(-sb, 1)[:, :k]
     return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_dataset, small_tokenizer, tmp_path_factory) -> Path:
+    """A small model trained on the standard-library slice (lmforge's tokenizer, so its chat template and
+    tokens too): logits far from uniform, so greedy decoding has few near-ties, for the local-run tests
+    (engine, chat, server, GGUF). Returns its model directory."""
+    import lmforge
+
+    recipe = tiny_recipe(small_dataset, small_tokenizer, max_steps=150, lr=1e-2, micro_batch_size=16,
+                         seq_len=128, eval_interval=150, checkpoint_interval=150)
+    recipe["model"]["max_position_embeddings"] = 256
+    result = lmforge.train(recipe, tmp_path_factory.mktemp("runs") / "trained", progress=False)
+    return Path(result["model"])
