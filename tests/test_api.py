@@ -1,5 +1,5 @@
 """The public Python API the README documents, used by its public names only, end to end on a few files:
-lmforge.ingest -> lmforge.train -> lmforge.load -> lmforge.generate. Each stage is checked against an
+lmforge.ingest -> lmforge.train -> lmforge.load(...).generate. Each stage is checked against an
 independent oracle: the files themselves, the model's own forward pass, the closed-form loss of a uniform guess."""
 
 from __future__ import annotations
@@ -100,16 +100,16 @@ def _greedy_healed(model, tok, prompt_ids: list[int], max_tokens: int) -> str:
 
 def test_load_and_generate_as_the_readme_shows(trained):
     result, _ = trained
-    model, tokenizer = lmforge.load(result["model"])
-    text = lmforge.generate(model, tokenizer, PROMPT, max_tokens=24, temperature=0)
+    model = lmforge.load(result["model"])
+    text = model.generate(PROMPT, max_tokens=24, temperature=0)
     assert text
     # The prompt is tokenized as the model's own tokenizer.json says (read here by the tokenizers library
     # itself, post-processor applied); a tokenizer lmforge trained starts every text with BOS.
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(Path(result["model"]) / "tokenizer.json")).encode(PROMPT).ids
-    assert ids[0] == tokenizer.bos_id
-    assert text == _greedy_healed(model, tokenizer, ids, 24)
+    assert ids[0] == model.tokenizer.bos_id
+    assert text == _greedy_healed(model.model, model.tokenizer, ids, 24)
 
 
 def test_train_is_the_callable_api_after_any_import():

@@ -3,24 +3,21 @@
 The public Python API is small and imported lazily so that `import lmforge` stays cheap:
 
     import lmforge
-    model, tokenizer = lmforge.load("runs/demo/model")
-    print(lmforge.generate(model, tokenizer, "def fibonacci(n):", max_tokens=64))
+    model = lmforge.load("runs/demo/model")          # a path, or a name from `lmforge models list`
+    print(model.generate("def fibonacci(n):", max_tokens=64))
+    print(model.chat("Write a function that reverses a string"))
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "generate", "train", "ingest", "LmforgeError"]
+__all__ = ["__version__", "load", "train", "ingest", "LmforgeError"]
 
 
 def __getattr__(name):  # PEP 562: heavy modules (torch) load on first use only
     if name == "load":
-        from lmforge.model.hf import load_pretrained
+        from lmforge.infer.local import load
 
-        return load_pretrained
-    if name == "generate":
-        from lmforge.infer.engine import generate_text
-
-        return generate_text
+        return load
     if name == "train":  # the subpackage, which is callable (see lmforge/train/__init__.py)
         import lmforge.train
 

@@ -17,9 +17,8 @@ TARGET_BPB = 1.25
 
 def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, console=None,
              prompts=DEMO_PROMPTS) -> dict:
-    from lmforge.infer.engine import generate_text
+    from lmforge.infer.local import load
     from lmforge.io import machine_name, write_json
-    from lmforge.model.hf import load_pretrained
     from lmforge.train.precision import resolve_precision
     from lmforge.train.prepare import resolve_dataset, resolve_tokenizer
     from lmforge.train.recipe import load_recipe, recipe_data
@@ -56,10 +55,9 @@ def run_demo(recipe_path: Path, out: Path, *, max_steps: int | None = None, cons
     result = train(recipe, out, resume=(out / "checkpoints").is_dir(), on_prepared=measure_start)
 
     say("[bold]4/4 generate[/]: completions of Python prefixes")
-    model, tokenizer = load_pretrained(result["model"])
-    completions = [(p, generate_text(model, tokenizer, p, max_tokens=48, temperature=0.3, top_p=0.9,
-                                      repetition_penalty=1.3, seed=0))
-                   for p in prompts]
+    texts = load(result["model"]).generate(list(prompts), max_tokens=48, temperature=0.3, top_p=0.9,
+                                           repetition_penalty=1.3, seed=0)
+    completions = list(zip(prompts, texts))
     report = {
         "recipe": recipe_data(recipe),
         "model": str(result["model"]),

@@ -31,3 +31,12 @@ class RecipeError(LmforgeError):
 
 class ModelError(LmforgeError):
     """A model directory that cannot be loaded or does not match what is asked of it."""
+
+
+class RequestError(LmforgeError):
+    """A generation request that cannot be served: a sampling value out of range, a prompt longer than the
+    model's context. `param` names the offending field (the server reports it in OpenAI's error shape)."""
+
+    def __init__(self, message: str, *, param: str | None = None, **kwargs):
+        self.param = param
+        super().__init__(message, **kwargs)

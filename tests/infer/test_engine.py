@@ -13,10 +13,20 @@ from lmforge.data.dataset import Dataset
 from lmforge.data.ingest import ingest
 from lmforge.data.pack import open_tokens, pack_split
 from lmforge.errors import ModelError
-from lmforge.infer.engine import generate_ids, generate_text, heal_prompt, sample
+from lmforge.infer.engine import generate_ids, heal_prompt
+from lmforge.infer.local import LocalModel
+from lmforge.infer.sampling import SamplingParams, pick
 from lmforge.model.config import ModelConfig
 from lmforge.model.tokenizer import Tokenizer
 from lmforge.model.transformer import Transformer
+
+
+def sample(logits, *, generator, **params):
+    return pick(logits, SamplingParams(**{k: v for k, v in params.items() if v is not None}), generator)
+
+
+def generate_text(model, tok, prompt, **sampling):
+    return LocalModel(model, tok).generate(prompt, **sampling)
 
 
 def test_greedy_is_argmax_of_uncached_forward():
@@ -74,8 +84,14 @@ def test_token_healing_restarts_the_last_token(small_tokenizer):
     allowed = mask.nonzero().flatten().tolist()
     assert len(allowed) > 1 and all(tok.token_bytes[i].startswith(b"\n") for i in allowed)
     assert sum(b.startswith(b"\n") for b in tok.token_bytes) == len(allowed)
-    first = next(generate_ids(model, ids, max_tokens=1, temperature=0, first_token_mask=mask))
+    engine = LocalModel(model, tok).engine
+    request = engine.submit(full, SamplingParams(max_tokens=1, temperature=0), heal=True)
+    engine.run([request])
+    first = request.tokens[0]
     assert tok.token_bytes[first].startswith(b"\n")
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0, -1]
+    assert first == int(logits.masked_fill(~mask, float("-inf")).argmax())  # the likeliest allowed token
     assert generate_text(model, tok, prompt, max_tokens=1, temperature=0) == tok.token_bytes[first][1:].decode()
     # special tokens are never healed
     assert heal_prompt(tok, full + [tok.eos_id])[1] == b""

@@ -132,7 +132,7 @@ def test_prompt_ids_are_what_the_tokenizer_files_say(model_dir):
     theirs = tok(PROMPT).input_ids
     bos, eos = CASES[case]
     assert (theirs[0] == tok.bos_token_id) == bos and (theirs[-1] == tok.eos_token_id) == eos  # the oracle itself
-    _, ours = lmforge.load(path)
+    ours = lmforge.load(path).tokenizer
     assert ours.encode(PROMPT, add_special_tokens=True) == theirs
 
 
@@ -148,9 +148,12 @@ def test_lmforge_generate_matches_transformers_generate(model_dir):
 def test_python_api_matches_transformers_generate(model_dir):
     case, path, tok, model = model_dir
     new = _transformers_greedy(tok, model, **tok(PROMPT, return_tensors="pt"))
-    m, t = lmforge.load(path)
-    assert lmforge.generate(m, t, PROMPT, max_tokens=N, temperature=0, heal=False) == tok.decode(
-        new, skip_special_tokens=True)
+    m = lmforge.load(path)
+    expected = tok.decode(new, skip_special_tokens=True)
+    assert m.generate(PROMPT, max_tokens=N, temperature=0, heal=False) == expected
+    assert "".join(m.stream(PROMPT, max_tokens=N, temperature=0, heal=False)) == expected
+    # in a batch beside prompts of other lengths, the same tokens
+    assert m.generate(["x", PROMPT, PROMPT[:-9]], max_tokens=N, temperature=0, heal=False)[1] == expected
 
 
 @pytest.mark.parametrize("case", ["template-bos", "null-post-processor", "lmforge-written"])

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 
 def generate(
-    model: Path = typer.Argument(..., help="A model directory in Hugging Face Llama layout."),
+    model: str = typer.Argument(..., help="A model directory (Hugging Face Llama layout) or a catalog name."),
     prompt: str = typer.Argument(..., help="The text to continue."),
     max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="Most new tokens to generate."),
     temperature: float = typer.Option(0.8, min=0.0, help="0 is greedy."),
     top_p: float = typer.Option(0.95, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest tokens."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the k likeliest tokens (0 = off)."),
+    min_p: float = typer.Option(0.0, "--min-p", min=0.0, max=1.0,
+                                help="Drop tokens less likely than this times the likeliest (0 = off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same text)."),
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=1.0,
                                              help="Discourage tokens already in the text (1.0 = off)."),
+    stop: Optional[List[str]] = typer.Option(None, "--stop", help="End the text before this string (repeatable)."),
     heal: bool = typer.Option(True, help="Token healing of the prompt's last token."),
 ):
     """Print PROMPT followed by the model's continuation."""
     import sys
 
-    from lmforge.errors import ModelError
-    from lmforge.infer.engine import stream_text
-    from lmforge.model.hf import load_pretrained
+    from lmforge.infer.engine import prompt_ids
+    from lmforge.infer.local import load
 
-    m, tok = load_pretrained(model)
-    if tok is None:
-        raise ModelError("no tokenizer.json", where=str(model), hint="the model directory needs its tokenizer files")
+    m = load(model)
+    room = m.context_length - len(prompt_ids(m.tokenizer, prompt))  # stop at the context's end, not before
     sys.stdout.write(prompt)
-    for piece in stream_text(m, tok, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                             top_k=top_k, seed=seed, repetition_penalty=repetition_penalty, heal=heal):
+    for piece in m.stream(prompt, max_tokens=max(1, min(max_tokens, room)), temperature=temperature,
+                          top_p=top_p, top_k=top_k, min_p=min_p, seed=seed, repetition_penalty=repetition_penalty,
+                          stop=tuple(stop or ()), heal=heal):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -60,14 +60,7 @@ def assistant_spans(tokenizer, template: str, messages: list[dict]) -> tuple[str
 
 def _render_template(tokenizer, template: str, messages: list[dict]) -> tuple[list[int], list[bool]]:
     text, spans = assistant_spans(tokenizer, template, messages)
-    backend = tokenizer.backend
-    # As transformers tokenizes a rendered chat: no post-processor tokens, special tokens parsed from the text.
-    saved = backend.encode_special_tokens
-    backend.encode_special_tokens = False
-    try:
-        enc = backend.encode(text, add_special_tokens=False)
-    finally:
-        backend.encode_special_tokens = saved
+    enc = tokenizer.encode_rendered(text)
     mask, s = [], 0
     for start, stop in enc.offsets:
         while s < len(spans) and start >= spans[s][1]:

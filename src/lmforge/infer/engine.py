@@ -1,48 +1,284 @@
-"""Text generation: prefill the prompt into a KV cache, then sample one token at a time.
+"""Generation with continuous batching: requests join and leave a running batch between decode steps.
+
+One engine step is:
+
+    cancelled requests leave          (their slots are freed at once: a client that hung up costs nothing)
+    waiting requests are admitted     (each prompt is prefilled into a free slot of the SlotCache, and its first
+                                       token sampled from the prefill's last logits)
+    one decode step for every running request together
+                                      (each at its own position; then each row is sampled with its own
+                                       parameters and seeded generator, and its text released)
+
+Requests finish at an end token (finish_reason "stop"), a stop string ("stop"), their token budget or the
+context's end ("length"), or cancellation ("cancelled"). The same engine serves the Python API (driven by the
+caller's thread: `run` / `stream`) and the server (driven by its own thread: `start`).
 
 Token healing: a prompt's last token is often a fragment of what the model would have produced (a bare
-"\n" where training text nearly always had "\n" + indentation as one token). We drop that token and
+"\n" where training text nearly always had "\n" + indentation as one token). With `heal`, we drop that token and
 require the first generated token to start with its bytes, so the continuation begins sensibly.
 """
 
 from __future__ import annotations
 
 import codecs
-from typing import Iterator
+import itertools
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import torch
 
-from lmforge.errors import ModelError
-from lmforge.model.transformer import KVCache
+from lmforge.errors import ModelError, RequestError
+from lmforge.infer.cache import SlotCache
+from lmforge.infer.sampling import SamplingParams, StopStrings, penalize_repeats, pick
 
 
-def penalize_repeats(logits: torch.Tensor, seen: list[int], penalty: float) -> torch.Tensor:
-    """CTRL's repetition penalty (as in transformers and llama.cpp): a token already in the sequence has its
-    logit divided by `penalty` when positive, multiplied when negative."""
-    if penalty == 1.0 or not seen:
-        return logits
-    idx = torch.tensor(sorted(set(seen)), dtype=torch.long)
-    picked = logits[idx]
-    return logits.index_copy(0, idx, torch.where(picked > 0, picked / penalty, picked * penalty))
+@dataclass
+class Chunk:
+    """A piece of one request's output: the text released by this step (possibly empty while a stop string
+    might still be forming), the token ids behind it, and, on the last chunk, why the request finished."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: str | None = None
 
 
-def sample(logits: torch.Tensor, *, temperature: float, top_p: float, top_k: int | None,
-           generator: torch.Generator | None) -> int:
-    """One token id from a 1-D logits vector. temperature 0 is greedy."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    logits = logits.float() / temperature
-    if top_k:
-        kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-        sorted_probs[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+@dataclass(eq=False)
+class Request:
+    prompt: list[int]
+    params: SamplingParams
+    first_allowed: torch.Tensor | None = None     # token healing: which tokens may come first
+    drop: bytes = b""                              # ... and the prompt bytes the first token repeats
+    id: int = 0
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    slot: int | None = None
+
+    def __post_init__(self):
+        self.out: queue.Queue[Chunk] = queue.Queue()
+        self.text = ""                             # every piece released so far
+        self.cancelled = threading.Event()
+        self.finished = threading.Event()
+        seed = self.params.seed if self.params.seed is not None else int(torch.randint(2**62, ()))
+        self.generator = torch.Generator().manual_seed(seed)
+        self.seen = set(self.prompt)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = StopStrings(self.params.stop)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def cancel(self) -> None:
+        """Ask the engine to drop this request at its next step (safe from any thread)."""
+        self.cancelled.set()
+
+    def chunks(self, timeout: float | None = None) -> Iterator[Chunk]:
+        """This request's chunks as the engine's thread produces them, until the last one."""
+        while True:
+            chunk = self.out.get(timeout=timeout)
+            yield chunk
+            if chunk.finish_reason is not None:
+                return
+
+
+class Engine:
+    """Runs `model` over many requests at once, up to `max_batch` in flight, each with up to `max_len`
+    prompt + generated tokens (default: the model's context)."""
+
+    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_len: int | None = None,
+                 stop_ids: Iterable[int] = ()):
+        model.eval()
+        self.model, self.tokenizer = model, tokenizer
+        self.max_len = max_len or model.config.max_position_embeddings
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.cache = SlotCache(model.config, max_batch, self.max_len, self.dtype, self.device)
+        self.stop_ids = frozenset(stop_ids)
+        self._free = list(range(max_batch))
+        self._waiting: deque[Request] = deque()
+        self._running: dict[int, Request] = {}     # slot -> request
+        self._lock = threading.Condition()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.steps = 0                              # decode steps taken (batching is measured from these)
+        self.decoded_rows = 0                       # requests advanced summed over those steps
+
+    # --- submitting ------------------------------------------------------------------------------
+
+    def submit(self, prompt: list[int], params: SamplingParams, *, heal: bool = False) -> Request:
+        """Queue a request; raises RequestError when it cannot fit the context."""
+        if not prompt:
+            raise RequestError("the prompt is empty", param="prompt",
+                               hint="give at least one token (the tokenizer has no BOS to start from)")
+        if len(prompt) >= self.max_len:
+            raise RequestError(f"the prompt is {len(prompt)} tokens; this model's context is {self.max_len}",
+                               param="prompt", hint="shorten the prompt")
+        if len(prompt) + params.max_tokens > self.max_len:
+            raise RequestError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds this "
+                               f"model's context of {self.max_len} tokens", param="max_tokens",
+                               hint=f"ask for at most {self.max_len - len(prompt)} new tokens")
+        request = Request(list(prompt), params, id=next(self._ids))
+        if heal:
+            request.prompt, request.drop, request.first_allowed = heal_prompt(self.tokenizer, request.prompt)
+        with self._lock:
+            self._waiting.append(request)
+            self._lock.notify()
+        return request
+
+    # --- driving ---------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._running)
+
+    def run(self, requests: list[Request]) -> None:
+        """Step in the caller's thread until `requests` are done (or hand them to the running thread)."""
+        if self._thread is not None:
+            for r in requests:
+                r.finished.wait()
+            return
+        while not all(r.done for r in requests):
+            self.step()
+
+    def stream(self, request: Request) -> Iterator[Chunk]:
+        """The request's chunks as they come, stepping in the caller's thread when no engine thread runs; a
+        consumer that stops early (a closed generator) cancels the request."""
+        try:
+            if self._thread is not None:
+                yield from request.chunks()
+                return
+            while True:
+                while not request.out.empty():
+                    chunk = request.out.get()
+                    yield chunk
+                    if chunk.finish_reason is not None:
+                        return
+                self.step()
+        finally:
+            if not request.done:
+                request.cancel()
+                if self._thread is None:
+                    self._drop_cancelled()
+
+    def start(self) -> "Engine":
+        """Step in a background thread whenever work is queued (the server's mode)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self.busy and not self._closing:
+                    self._lock.wait()
+                if self._closing:
+                    return
+            self.step()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Admit what fits, then advance every running request by one token."""
+        self._drop_cancelled()
+        while self._free:
+            with self._lock:
+                if not self._waiting:
+                    break
+                request = self._waiting.popleft()
+            if request.cancelled.is_set():
+                self._finish(request, "cancelled")
+                continue
+            self._prefill(request)
+        if self._running:
+            self._decode()
+
+    # --- the work --------------------------------------------------------------------------------
+
+    def _prefill(self, request: Request) -> None:
+        request.slot = slot = self._free.pop(0)
+        self._running[slot] = request
+        ids = torch.tensor([request.prompt], dtype=torch.long, device=self.device)    # (1, T)
+        logits = self.model(ids, cache=self.cache.prefill(slot), last_only=True)[0, -1]  # (V,)
+        self._sample_and_emit(request, logits)
+
+    def _decode(self) -> None:
+        rows = max(self._running) + 1                 # slots are taken lowest-first, so this stays small
+        active = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        last = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
+        for slot, request in self._running.items():
+            active[slot] = True
+            last[slot, 0] = request.tokens[-1]
+        logits = self.model(last, cache=self.cache.decode(active), last_only=True)[:, -1]  # (rows, V)
+        self.steps += 1
+        self.decoded_rows += len(self._running)
+        for slot, request in list(self._running.items()):
+            self._sample_and_emit(request, logits[slot])
+
+    def _sample_and_emit(self, request: Request, logits: torch.Tensor) -> None:
+        params = request.params
+        logits = logits.float().cpu()                                                  # (V,)
+        if params.repetition_penalty != 1.0:
+            logits = penalize_repeats(logits, torch.tensor(sorted(request.seen)), params.repetition_penalty)
+        first = not request.tokens
+        if first and request.first_allowed is not None and bool(request.first_allowed.any()):
+            logits = logits.masked_fill(~request.first_allowed, float("-inf"))
+        token = pick(logits, params, request.generator)
+        if token in self.stop_ids:
+            return self._finish(request, "stop", request._stops.flush())
+        request.tokens.append(token)
+        request.seen.add(token)
+        raw = self.tokenizer.token_bytes[token] if self.tokenizer is not None else b""
+        if first and request.drop:
+            raw = raw[len(request.drop):]
+        text, stopped = request._stops.feed(request._utf8.decode(raw))
+        if stopped:
+            return self._finish(request, "stop", text, [token])
+        full = len(request.prompt) + len(request.tokens) >= self.max_len
+        if len(request.tokens) >= params.max_tokens or full:
+            tail = request._stops.feed(request._utf8.decode(b"", final=True))[0] + request._stops.flush()
+            return self._finish(request, "length", text + tail, [token])
+        request.text += text
+        request.out.put(Chunk(text, [token]))
+
+    def _finish(self, request: Request, reason: str, text: str = "", tokens: list[int] | None = None) -> None:
+        if request.slot is not None:
+            self._running.pop(request.slot, None)
+            self.cache.free(request.slot)
+            self._free.append(request.slot)
+            self._free.sort()
+            request.slot = None
+        request.finish_reason = reason
+        request.text += text
+        request.out.put(Chunk(text, tokens or [], reason))
+        request.finished.set()
+
+    def _drop_cancelled(self) -> None:
+        for request in [r for r in self._running.values() if r.cancelled.is_set()]:
+            self._finish(request, "cancelled")
+
+
+def generate_ids(model, prompt: list[int], *, stop_ids: Iterable[int] = (), **sampling) -> list[int]:
+    """The new token ids after `prompt` (token level, no tokenizer needed): one request through an Engine."""
+    engine = Engine(model, None, max_batch=1, max_len=len(prompt) + sampling.get("max_tokens", 128),
+                    stop_ids=stop_ids)
+    request = engine.submit(prompt, SamplingParams(**sampling))
+    engine.run([request])
+    return request.tokens
+
+
+# --- prompts ---------------------------------------------------------------------------------------
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -67,54 +303,19 @@ def heal_prompt(tokenizer, ids: list[int]) -> tuple[list[int], bytes, torch.Tens
     return ids[:-1], drop, mask
 
 
-@torch.no_grad()
-def generate_ids(model, prompt_ids: list[int], *, max_tokens: int, temperature: float = 0.8, top_p: float = 1.0,
-                 top_k: int | None = None, seed: int | None = None, stop_ids: set[int] | frozenset = frozenset(),
-                 first_token_mask: torch.Tensor | None = None, repetition_penalty: float = 1.0) -> Iterator[int]:
-    """Yield up to `max_tokens` new token ids after `prompt_ids`, stopping at any of `stop_ids`."""
-    model.eval()
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    cache = KVCache(model.config, 1, len(prompt_ids) + max_tokens, dtype, device)
-    x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    seen = list(prompt_ids)
-    for i in range(max_tokens):
-        logits = model(x, cache=cache, last_only=True)[0, -1].float().cpu()
-        logits = penalize_repeats(logits, seen, repetition_penalty)
-        if i == 0 and first_token_mask is not None and bool(first_token_mask.any()):
-            logits = logits.masked_fill(~first_token_mask, float("-inf"))
-        token = sample(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=generator)
-        if token in stop_ids:
-            return
-        yield token
-        seen.append(token)
-        x = torch.tensor([[token]], dtype=torch.long, device=device)
+def end_ids(tokenizer, model_dir=None) -> set[int]:
+    """The tokens that end a generation: the tokenizer's EOS, lmforge's end-of-turn, and whatever the model's
+    generation_config.json names (transformers' Llama-3 chat models end turns with an id of their own)."""
+    from lmforge.model.tokenizer import END_OF_TURN
 
+    ids = {t for t in (tokenizer.eos_id, tokenizer.backend.token_to_id(END_OF_TURN)) if t is not None}
+    if model_dir is not None:
+        from pathlib import Path
 
-def stream_text(model, tokenizer, prompt: str, *, max_tokens: int = 128, temperature: float = 0.8,
-                top_p: float = 0.95, top_k: int | None = None, seed: int | None = None,
-                repetition_penalty: float = 1.0, heal: bool = True) -> Iterator[str]:
-    """Yield the continuation of `prompt` as text pieces, as they are generated."""
-    ids = prompt_ids(tokenizer, prompt)
-    mask, drop = None, b""
-    if heal:
-        ids, drop, mask = heal_prompt(tokenizer, ids)
-    stop = {t for t in (tokenizer.eos_id,) if t is not None}
-    # An incremental UTF-8 decoder holds back a multi-byte character until its last byte has arrived.
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for i, token in enumerate(generate_ids(model, ids, max_tokens=max_tokens, temperature=temperature,
-                                           top_p=top_p, top_k=top_k, seed=seed, stop_ids=stop,
-                                           first_token_mask=mask, repetition_penalty=repetition_penalty)):
-        raw = tokenizer.token_bytes[token]
-        piece = decoder.decode(raw[len(drop):] if i == 0 else raw)
-        if piece:
-            yield piece
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
+        from lmforge.io import read_json
 
-
-def generate_text(model, tokenizer, prompt: str, **kwargs) -> str:
-    """The continuation of `prompt` (without the prompt itself)."""
-    return "".join(stream_text(model, tokenizer, prompt, **kwargs))
+        path = Path(model_dir) / "generation_config.json"
+        if path.is_file():
+            eos = read_json(path).get("eos_token_id")
+            ids |= set(eos if isinstance(eos, list) else [eos] if isinstance(eos, int) else [])
+    return ids

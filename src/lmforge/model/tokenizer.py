@@ -274,6 +274,27 @@ class Tokenizer:
             mask += [False] * (1 + len(newline))
         return ids, mask
 
+    def encode_rendered(self, text: str):
+        """A rendered chat template's text as transformers tokenizes it: special tokens spelled in the text
+        become those tokens, and no post-processor tokens are added. Returns the backend's Encoding (ids and
+        offsets)."""
+        saved = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = False
+        try:
+            return self.backend.encode(text, add_special_tokens=False)
+        finally:
+            self.backend.encode_special_tokens = saved
+
+    def encode_chat_prompt(self, messages: list[dict]) -> list[int]:
+        """The ids a model is prompted with to write the next assistant turn: lmforge's chat built by id, any
+        other tokenizer's own template rendered with its generation prompt."""
+        if self.has_lmforge_chat:
+            return self.encode_chat(messages, add_generation_prompt=True)
+        if self.chat_template is None:
+            raise ModelError("the tokenizer has no chat template", hint="chat needs a tokenizer_config.json with a "
+                             "chat_template; use `lmforge generate` to continue plain text")
+        return list(self.encode_rendered(self.apply_chat_template(messages, add_generation_prompt=True)).ids)
+
     @property
     def chat_template(self) -> str | None:
         """The template in tokenizer_config.json (or chat_template.jinja); the "default" one of a named list."""

@@ -44,7 +44,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class KVCache:
-    """Preallocated keys and values for every layer; `pos` is how many positions are filled."""
+    """Preallocated keys and values for every layer, every row at the same position `pos`.
+
+    The model talks to a cache through three calls, so another layout (lmforge.infer.cache.SlotCache: one slot per
+    request, each at its own position) can stand in: `positions(T)` (where the new tokens sit: an int start shared
+    by every row, or a (B, T) tensor), `update(layer, k, v)` (store the new keys and values; return every key and
+    value to attend to and a boolean mask, None where plain causal attention is right) and `advance(T)`.
+    """
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device=None):
         shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, config.head_dim)
@@ -53,11 +59,21 @@ class KVCache:
         self.pos = 0
         self.max_len = max_len
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.pos + k.shape[2]
+    def positions(self, length: int) -> int:
+        return self.pos
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        T = k.shape[2]
+        end = self.pos + T
         self.k[layer, :, :, self.pos:end] = k
         self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        mask = None  # a prompt from 0 is plain causal; one new token sees every key
+        if self.pos > 0 and T > 1:  # a chunk after a filled cache: query i sees every past key and the chunk up to i
+            mask = torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=self.pos)
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask
+
+    def advance(self, length: int) -> None:
+        self.pos += length
 
 
 class Attention(nn.Module):
@@ -79,20 +95,14 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
-        past = 0
+        mask = None
         if cache is not None:
-            past = cache.pos
-            k, v = cache.update(self.layer, k, v)
+            k, v, mask = cache.update(self.layer, k, v)                       # (B, n_kv, S, hd), S >= T
         # Grouped-query attention: SDPA shares each key/value head across its group of query heads itself
         # (enable_gqa), which is cheaper than materialising repeated keys and values.
         gqa = self.n_kv != self.n_heads
-        if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        else:  # a chunk after a filled cache: query i sees every past key and the chunk up to i
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        causal = mask is None and T > 1 and k.shape[2] == T
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=gqa)  # (B, H, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -151,26 +161,38 @@ class Transformer(nn.Module):
                 else:
                     p.normal_(0.0, std, generator=gen)
 
-    def _rotary(self, start: int, length: int, dtype: torch.dtype):
-        end = start + length
+    def _rotary(self, positions: int | torch.Tensor, length: int, dtype: torch.dtype):
+        """cos and sin for `length` new tokens: (T, head_dim) from an int start shared by every row, or
+        (B, 1, T, head_dim) from a (B, T) tensor of per-row positions."""
+        end = positions + length if isinstance(positions, int) else int(positions.max()) + 1
         if end > self.rope_cos.shape[0]:  # generating past the trained context: extend the tables
             cos, sin = rotary_tables(self.config.head_dim, max(end, 2 * self.rope_cos.shape[0]),
                                      self.config.rope_theta)
             self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
-        return self.rope_cos[start:end].to(dtype), self.rope_sin[start:end].to(dtype)
+        if isinstance(positions, int):
+            return self.rope_cos[positions:end].to(dtype), self.rope_sin[positions:end].to(dtype)
+        return self.rope_cos[positions][:, None].to(dtype), self.rope_sin[positions][:, None].to(dtype)
 
     def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V) for `input_ids` (B, T); the loss lives outside the model (lmforge.train.loss).
 
         `last_only` computes logits for the final position only (what generation needs). With a `cache`,
-        positions continue from `cache.pos`. With `activation_checkpointing` set, training recomputes each
-        block's activations in the backward pass instead of keeping them.
+        positions continue where the cache says (KVCache).
         """
+        x = self.hidden(input_ids, cache)                                         # (B, T, C)
+        if last_only:
+            x = x[:, -1:]                                                         # (B, 1, C)
+        return self.lm_head(x)                                                    # (B, T, V)
+
+    def hidden(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final normalised hidden states (B, T, C): what the head reads, and what embeddings pool. With
+        `activation_checkpointing` set, training recomputes each block's activations in the backward pass
+        instead of keeping them."""
         x = self.embed_tokens(input_ids)                                          # (B, T, C)
-        start = cache.pos if cache is not None else 0
+        start = cache.positions(input_ids.shape[1]) if cache is not None else 0
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        cos, sin = self._rotary(start, input_ids.shape[1], dtype)                 # (T, head_dim) each
+        cos, sin = self._rotary(start, input_ids.shape[1], dtype)                 # (T, hd) or (B, 1, T, hd)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.layers:
             if recompute:
@@ -178,8 +200,5 @@ class Transformer(nn.Module):
             else:
                 x = block(x, cos, sin, cache)                                     # (B, T, C)
         if cache is not None:
-            cache.pos += input_ids.shape[1]
-        x = self.norm(x)
-        if last_only:
-            x = x[:, -1:]                                                         # (B, 1, C)
-        return self.lm_head(x)                                                    # (B, T, V)
+            cache.advance(input_ids.shape[1])
+        return self.norm(x)                                                       # (B, T, C)

@@ -1,0 +1,131 @@
+"""`lmforge.load(name_or_path)`: a model you can call from Python — generate, stream, chat, embed.
+
+    import lmforge
+    model = lmforge.load("runs/demo/model")            # a path, or a name from `lmforge models list`
+    model.generate("def fibonacci(n):", max_tokens=64, temperature=0)
+    for piece in model.stream("import os\\n", max_tokens=32):
+        print(piece, end="")
+    model.chat([{"role": "user", "content": "Write a haiku"}])
+    model.embed(["def f(): pass", "class A: ..."])      # (2, hidden_size), mean-pooled hidden states
+
+Sampling keywords are SamplingParams' fields (max_tokens, temperature, top_k, top_p, min_p,
+repetition_penalty, seed, stop). A list of prompts is generated as one batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from lmforge.errors import ModelError
+from lmforge.infer.engine import Engine, end_ids, prompt_ids
+from lmforge.infer.sampling import SamplingParams
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A model path, or a catalog name resolved to its path (when the catalog exists)."""
+    try:
+        from lmforge.infer.catalog import resolve_model
+    except ImportError:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise ModelError("no such model directory", where=str(path))
+        return path
+    return resolve_model(name_or_path)
+
+
+def load(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, max_batch: int = 8,
+         max_len: int | None = None) -> "LocalModel":
+    """Load a model directory (lmforge's or any Llama-family directory transformers wrote), or a catalog name."""
+    from lmforge.model.hf import load_pretrained
+
+    path = resolve_path(name_or_path)
+    model, tokenizer = load_pretrained(path, dtype=dtype)
+    if tokenizer is None:
+        raise ModelError("no tokenizer.json", where=str(path), hint="the model directory needs its tokenizer files")
+    return LocalModel(model, tokenizer, path=path, max_batch=max_batch, max_len=max_len)
+
+
+class LocalModel:
+    """A loaded model and its tokenizer, with one generation engine (continuous batching) behind every call."""
+
+    def __init__(self, model, tokenizer, *, path: Path | None = None, max_batch: int = 8,
+                 max_len: int | None = None):
+        self.model, self.tokenizer, self.path = model, tokenizer, path
+        self.engine = Engine(model, tokenizer, max_batch=max_batch, max_len=max_len,
+                             stop_ids=end_ids(tokenizer, path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else "model"
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.max_len
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        return f"LocalModel({self.name!r}, {params:,} parameters, context {self.context_length})"
+
+    # --- text in, text out -----------------------------------------------------------------------
+
+    def generate(self, prompt: str | list[str], *, heal: bool = True, **sampling) -> str | list[str]:
+        """The continuation of `prompt` (without the prompt); a list of prompts runs as one batch."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        params = SamplingParams(**sampling)
+        requests = [self.engine.submit(prompt_ids(self.tokenizer, p), params, heal=heal) for p in prompts]
+        self.engine.run(requests)
+        texts = [r.text for r in requests]
+        return texts[0] if isinstance(prompt, str) else texts
+
+    def stream(self, prompt: str, *, heal: bool = True, **sampling) -> Iterator[str]:
+        """The continuation of `prompt` as text pieces, as they are generated."""
+        request = self.engine.submit(prompt_ids(self.tokenizer, prompt), SamplingParams(**sampling), heal=heal)
+        for chunk in self.engine.stream(request):
+            if chunk.text:
+                yield chunk.text
+
+    def chat(self, messages: str | list[dict], *, system: str | None = None, stream: bool = False,
+             **sampling) -> str | Iterator[str]:
+        """The assistant's reply to `messages` (a list of {"role", "content"} or one user message as a string),
+        through the chat template that came with the tokenizer."""
+        ids = self.chat_prompt(messages, system=system)
+        request = self.engine.submit(ids, SamplingParams(**sampling))
+        pieces = (c.text for c in self.engine.stream(request) if c.text)
+        return pieces if stream else "".join(pieces)
+
+    def chat_prompt(self, messages: str | list[dict], *, system: str | None = None) -> list[int]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        if system is not None:
+            messages = [{"role": "system", "content": system}, *[m for m in messages if m["role"] != "system"]]
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
+                raise ModelError(f"message {i} must be {{'role': ..., 'content': str}}, got {m!r}")
+        return self.tokenizer.encode_chat_prompt(messages)
+
+    # --- vectors ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(self, texts: str | list[str], *, batch_size: int = 16, normalize: bool = True) -> torch.Tensor:
+        """Mean of the final hidden states over each text's tokens: (N, hidden_size), unit length by default.
+        Right padding is exact here: in a causal model no real token attends to the padding after it."""
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        out = []
+        param = next(self.model.parameters())
+        for start in range(0, len(texts), batch_size):
+            ids = [prompt_ids(self.tokenizer, t)[: self.context_length] for t in texts[start:start + batch_size]]
+            width = max(len(x) for x in ids)
+            batch = torch.zeros(len(ids), width, dtype=torch.long, device=param.device)       # (B, T)
+            keep = torch.zeros(len(ids), width, 1, dtype=torch.float32, device=param.device)  # (B, T, 1)
+            for i, x in enumerate(ids):
+                batch[i, :len(x)] = torch.tensor(x)
+                keep[i, :len(x)] = 1.0
+            hidden = self.model.hidden(batch).float()                                         # (B, T, C)
+            pooled = (hidden * keep).sum(1) / keep.sum(1)                                     # (B, C)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled)
+        vectors = torch.cat(out)
+        return vectors[0] if single else vectors
