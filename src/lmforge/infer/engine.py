@@ -26,7 +26,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -52,6 +52,9 @@ class Request:
     first_allowed: torch.Tensor | None = None     # token healing: which tokens may come first
     drop: bytes = b""                              # ... and the prompt bytes the first token repeats
     id: int = 0
+    listener: Callable[[Chunk], None] | None = None
+    """Called with each chunk from the engine's thread, besides the `out` queue (an asyncio server hands it
+    `loop.call_soon_threadsafe` so that no thread waits per request)."""
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     slot: int | None = None
@@ -70,6 +73,15 @@ class Request:
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
+
+    def emit(self, chunk: Chunk) -> None:
+        self.out.put(chunk)
+        if self.listener is not None:
+            try:
+                self.listener(chunk)
+            except Exception:  # the listener's side is gone (a closed event loop): stop producing for it
+                self.listener = None
+                self.cancel()
 
     def cancel(self) -> None:
         """Ask the engine to drop this request at its next step (safe from any thread)."""
@@ -106,10 +118,12 @@ class Engine:
         self._closing = False
         self.steps = 0                              # decode steps taken (batching is measured from these)
         self.decoded_rows = 0                       # requests advanced summed over those steps
+        self.last_error: Exception | None = None
 
     # --- submitting ------------------------------------------------------------------------------
 
-    def submit(self, prompt: list[int], params: SamplingParams, *, heal: bool = False) -> Request:
+    def submit(self, prompt: list[int], params: SamplingParams, *, heal: bool = False,
+               listener: Callable[[Chunk], None] | None = None) -> Request:
         """Queue a request; raises RequestError when it cannot fit the context."""
         if not prompt:
             raise RequestError("the prompt is empty", param="prompt",
@@ -121,7 +135,7 @@ class Engine:
             raise RequestError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds this "
                                f"model's context of {self.max_len} tokens", param="max_tokens",
                                hint=f"ask for at most {self.max_len - len(prompt)} new tokens")
-        request = Request(list(prompt), params, id=next(self._ids))
+        request = Request(list(prompt), params, id=next(self._ids), listener=listener)
         if heal:
             request.prompt, request.drop, request.first_allowed = heal_prompt(self.tokenizer, request.prompt)
         with self._lock:
@@ -186,7 +200,13 @@ class Engine:
                     self._lock.wait()
                 if self._closing:
                     return
-            self.step()
+            try:
+                self.step()
+            except Exception as e:  # a failed step must not hang every client: end what was in flight, go on
+                self.last_error = e
+                for request in [*self._running.values(), *self._waiting]:
+                    self._finish(request, "error")
+                self._waiting.clear()
 
     @torch.no_grad()
     def step(self) -> None:
@@ -250,7 +270,7 @@ class Engine:
             tail = request._stops.feed(request._utf8.decode(b"", final=True))[0] + request._stops.flush()
             return self._finish(request, "length", text + tail, [token])
         request.text += text
-        request.out.put(Chunk(text, [token]))
+        request.emit(Chunk(text, [token]))
 
     def _finish(self, request: Request, reason: str, text: str = "", tokens: list[int] | None = None) -> None:
         if request.slot is not None:
@@ -261,8 +281,8 @@ class Engine:
             request.slot = None
         request.finish_reason = reason
         request.text += text
-        request.out.put(Chunk(text, tokens or [], reason))
         request.finished.set()
+        request.emit(Chunk(text, tokens or [], reason))
 
     def _drop_cancelled(self) -> None:
         for request in [r for r in self._running.values() if r.cancelled.is_set()]:
