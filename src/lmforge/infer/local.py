@@ -91,10 +91,15 @@ class LocalModel:
              **sampling) -> str | Iterator[str]:
         """The assistant's reply to `messages` (a list of {"role", "content"} or one user message as a string),
         through the chat template that came with the tokenizer."""
-        ids = self.chat_prompt(messages, system=system)
-        request = self.engine.submit(ids, SamplingParams(**sampling))
-        pieces = (c.text for c in self.engine.stream(request) if c.text)
+        pieces = self.stream_ids(self.chat_prompt(messages, system=system), **sampling)
         return pieces if stream else "".join(pieces)
+
+    def stream_ids(self, ids: list[int], *, heal: bool = False, **sampling) -> Iterator[str]:
+        """The continuation of prompt ids as text pieces (what chat turns and the server run on)."""
+        request = self.engine.submit(ids, SamplingParams(**sampling), heal=heal)
+        for chunk in self.engine.stream(request):
+            if chunk.text:
+                yield chunk.text
 
     def chat_prompt(self, messages: str | list[dict], *, system: str | None = None) -> list[int]:
         if isinstance(messages, str):
