@@ -37,12 +37,17 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, max_batch: int = 8,
-         max_len: int | None = None) -> "LocalModel":
-    """Load a model directory (lmforge's or any Llama-family directory transformers wrote), or a catalog name."""
+         max_len: int | None = None, quantize: str | None = None) -> "LocalModel":
+    """Load a model directory (lmforge's or any Llama-family directory transformers wrote), or a catalog name;
+    `quantize` ("int8" | "int4") makes the blocks' linear layers weight-only quantized (lmforge.infer.quantize)."""
     from lmforge.model.hf import load_pretrained
 
     path = resolve_path(name_or_path)
     model, tokenizer = load_pretrained(path, dtype=dtype)
+    if quantize:
+        from lmforge.infer.quantize import quantize_model
+
+        quantize_model(model, quantize)
     if tokenizer is None:
         raise ModelError("no tokenizer.json", where=str(path), hint="the model directory needs its tokenizer files")
     return LocalModel(model, tokenizer, path=path, max_batch=max_batch, max_len=max_len)
