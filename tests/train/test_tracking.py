@@ -271,13 +271,16 @@ def wandb_segments(run_dir: Path) -> list[dict]:
         for r in wandb_records(file):
             kind = r.WhichOneof("record_type")
             if kind == "run":
-                run_id = r.run.run_id
+                run_id = run_id or r.run.run_id or None
                 config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
             elif kind == "history":
                 row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
                 history.setdefault(r.history.step.num, {}).update(
                     {k: v for k, v in row.items() if not k.startswith("_")})
-        out.append({"id": run_id, "history": history, "config": config})
+        # W&B names the folder offline-run-DATE_TIME-RUNID; the run record, when the writer got to it, agrees
+        folder_id = folder.name.rsplit("-", 1)[1]
+        assert run_id in (None, folder_id)
+        out.append({"id": folder_id, "history": history, "config": config})
     return out
 
 

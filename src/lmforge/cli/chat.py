@@ -24,6 +24,8 @@ def chat(
     min_p: float = typer.Option(0.05, "--min-p", min=0.0, max=1.0, help="Drop tokens below this share of the top."),
     repetition_penalty: float = typer.Option(1.1, "--repetition-penalty", min=1.0, help="1.0 = off."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
+    backend: str = typer.Option("auto", "--backend", help="torch, llamacpp (a GGUF through llama.cpp) or auto "
+                                "(llamacpp for a .gguf)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 or int4: weight-only quantized linear "
                                            "layers (faster, smaller; the cost: docs/running.md)."),
 ):
@@ -34,7 +36,7 @@ def chat(
     from lmforge.infer.chat import ChatSession
     from lmforge.infer.local import load
 
-    m = load(model, quantize=quantize)
+    m = load(model, backend=backend, quantize=quantize)
     session = ChatSession(m, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                           top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
     try:

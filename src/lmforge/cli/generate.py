@@ -17,6 +17,8 @@ def generate(
     min_p: float = typer.Option(0.0, "--min-p", min=0.0, max=1.0,
                                 help="Drop tokens less likely than this times the likeliest (0 = off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (same seed, same text)."),
+    backend: str = typer.Option("auto", "--backend", help="torch, llamacpp (a GGUF through llama.cpp) or auto "
+                                "(llamacpp for a .gguf)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 or int4: weight-only quantized linear "
                                            "layers (faster, smaller; the cost: docs/running.md)."),
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=1.0,
@@ -30,7 +32,7 @@ def generate(
     from lmforge.infer.engine import prompt_ids
     from lmforge.infer.local import load
 
-    m = load(model, quantize=quantize)
+    m = load(model, backend=backend, quantize=quantize)
     room = m.context_length - len(prompt_ids(m.tokenizer, prompt))  # stop at the context's end, not before
     sys.stdout.write(prompt)
     for piece in m.stream(prompt, max_tokens=max(1, min(max_tokens, room)), temperature=temperature,

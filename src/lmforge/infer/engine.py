@@ -103,11 +103,15 @@ class Engine:
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_len: int | None = None,
                  stop_ids: Iterable[int] = ()):
         model.eval()
-        self.model, self.tokenizer = model, tokenizer
-        self.max_len = max_len or model.config.max_position_embeddings
+        self.model = model
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self._init_scheduler(tokenizer, max_batch, max_len or model.config.max_position_embeddings, stop_ids)
         self.cache = SlotCache(model.config, max_batch, self.max_len, self.dtype, self.device)
+
+    def _init_scheduler(self, tokenizer, max_batch: int, max_len: int, stop_ids: Iterable[int]) -> None:
+        """The queues and counters every backend shares (lmforge.infer.llamacpp's engine reuses them)."""
+        self.tokenizer, self.max_len = tokenizer, max_len
         self.stop_ids = frozenset(stop_ids)
         self._free = list(range(max_batch))
         self._waiting: deque[Request] = deque()

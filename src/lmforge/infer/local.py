@@ -24,6 +24,9 @@ from lmforge.infer.engine import Engine, end_ids, prompt_ids
 from lmforge.infer.sampling import SamplingParams
 
 
+MODEL_HINT = "MODEL is a model directory in Hugging Face layout (e.g. RUN_DIR/model) or a .gguf file"
+
+
 def resolve_path(name_or_path: str | Path) -> Path:
     """A model path, or a catalog name resolved to its path (when the catalog exists)."""
     try:
@@ -31,18 +34,35 @@ def resolve_path(name_or_path: str | Path) -> Path:
     except ImportError:
         path = Path(name_or_path)
         if not path.exists():
-            raise ModelError("no such model directory", where=str(path))
+            raise ModelError("no such model", where=str(path), hint=MODEL_HINT)
         return path
     return resolve_model(name_or_path)
 
 
-def load(name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, max_batch: int = 8,
-         max_len: int | None = None, quantize: str | None = None) -> "LocalModel":
-    """Load a model directory (lmforge's or any Llama-family directory transformers wrote), or a catalog name;
-    `quantize` ("int8" | "int4") makes the blocks' linear layers weight-only quantized (lmforge.infer.quantize)."""
+def load(name_or_path: str | Path, *, backend: str = "auto", dtype: torch.dtype = torch.float32,
+         max_batch: int = 8, max_len: int | None = None, quantize: str | None = None) -> "LocalModel":
+    """Load a model directory (lmforge's or any Llama-family directory transformers wrote), a GGUF file, or a
+    catalog name. `backend`: "torch", "llamacpp" (a GGUF through llama-cpp-python) or "auto" (llamacpp for a
+    .gguf, torch otherwise). `quantize` ("int8" | "int4") makes the torch backend's linear layers weight-only
+    quantized (lmforge.infer.quantize)."""
     from lmforge.model.hf import load_pretrained
 
+    if backend not in ("auto", "torch", "llamacpp"):
+        raise ModelError(f"unknown backend {backend!r}", hint="choose torch, llamacpp or auto")
     path = resolve_path(name_or_path)
+    gguf = path if path.suffix == ".gguf" else next(iter(sorted(path.glob("*.gguf"))), None) if path.is_dir() else None
+    if backend == "llamacpp" or (backend == "auto" and path.suffix == ".gguf"):
+        if gguf is None:
+            raise ModelError("the llama.cpp backend runs a GGUF file, and there is none here", where=str(path),
+                             hint="lmforge export MODEL --format gguf -o model.gguf")
+        if quantize:
+            raise ModelError("--quantize is for the torch backend", hint="a GGUF is quantized when exported "
+                             "(--type q8_0|q4_0)")
+        from lmforge.infer.llamacpp import LlamaCppModel
+
+        return LlamaCppModel(gguf, max_len=max_len)
+    if path.suffix == ".gguf":
+        raise ModelError("a GGUF file runs on the llama.cpp backend", where=str(path), hint="use --backend llamacpp")
     model, tokenizer = load_pretrained(path, dtype=dtype)
     if quantize:
         from lmforge.infer.quantize import quantize_model
