@@ -227,7 +227,8 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from lmforge.io import machine_name
-    from lmforge.serve.studio import STATIC_DIR, create_app, start_server
+    from lmforge.serve.http import start_server
+    from lmforge.serve.studio import STATIC_DIR, create_app
 
     if not (STATIC_DIR / "index.html").is_file():
         sys.exit("the studio front end is not built: run `make studio` first")

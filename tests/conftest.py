@@ -32,8 +32,9 @@ def require(module: str, *, env: str = "LMFORGE_REQUIRE_ALL"):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never touch the user's cache."""
+    """Tests never touch the user's cache or model catalog."""
     os.environ["LMFORGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["LMFORGE_HOME"] = str(tmp_path_factory.mktemp("home"))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

@@ -31,5 +31,6 @@ def test_help_does_not_import_heavy_modules():
 def test_generate_on_missing_model_is_one_line(tmp_path):
     proc = run_cli("generate", tmp_path / "nope", "hi")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such model (MODEL is a model directory "
-                                                "in Hugging Face layout (e.g. RUN_DIR/model) or a .gguf file)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: no such model (MODEL is a model directory in Hugging Face layout "
+        "(e.g. RUN_DIR/model), a .gguf file or a catalog name; the catalog is empty: lmforge models import PATH)"]

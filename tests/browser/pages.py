@@ -53,7 +53,8 @@ def save_artifact(page, name: str) -> Path:
 @contextlib.contextmanager
 def served(map_path: Path, static_dir: Path):
     """`lmforge studio MAP` in this process, on a free port: yields the page's URL."""
-    from lmforge.serve.studio import create_app, start_server
+    from lmforge.serve.http import start_server
+    from lmforge.serve.studio import create_app
 
     url, stop = start_server(create_app(map_path, static_dir=static_dir))
     try:

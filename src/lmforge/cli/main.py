@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import chat, curate, data, demo, generate, runs, studio, tokenizer, train
+from lmforge.cli import chat, curate, data, demo, generate, models, runs, serve, studio, tokenizer, train
 from lmforge.cli import map as map_cmd
 
 app = typer.Typer(
@@ -25,6 +25,8 @@ app.command("curate")(curate.curate)
 app.command("train")(train.train)
 app.command("generate")(generate.generate)
 app.command("chat")(chat.chat)
+app.command("serve")(serve.serve)
+app.add_typer(models.app, name="models")
 app.command("demo")(demo.demo)
 app.command("studio")(studio.studio)
 app.add_typer(runs.app, name="runs")

@@ -19,6 +19,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run directory's saved run (the same command "
                                 "without it does too); needed only without RECIPE. Only max_steps and "
                                 "eval/log/checkpoint settings may change."),
+    register: Optional[str] = typer.Option(None, "--register", metavar="NAME", help="When done, add the model to "
+                                           "the catalog as NAME (lmforge chat NAME, lmforge serve NAME)."),
 ):
     """Train RECIPE; the run directory gets recipe.yaml, overrides.yaml, checkpoints/, metrics.jsonl and model/."""
     from rich.console import Console
@@ -29,6 +31,10 @@ def train(
     overrides = list(set_ or []) + ([f"train.max_steps={max_steps}"] if max_steps is not None else []) + (
         [f"train.checkpoint_interval={checkpoint_every}"] if checkpoint_every is not None else [])
     r, run_dir, source = resolve_run(recipe, overrides, out, resume=resume)
+    if register:
+        from lmforge.infer import catalog
+
+        catalog.check_free_name(register)  # fail now, not after training
     result = run(r, run_dir, resume=resume, source=source)
     console = Console(quiet=os.environ.get("RANK", "0") != "0")  # under torchrun, rank 0 reports
     if result["interrupted"]:
@@ -39,6 +45,9 @@ def train(
     if result["finished_already"]:
         console.print(f"[green]finished[/]: {run_dir} already trained {result['steps']} steps (validation loss "
                       f"{v['loss']:.4f}); raise --max-steps to train further, or choose another --out")
-        return
-    console.print(f"[green]done[/] {result['steps']} steps: validation loss {v['loss']:.4f} nats/token, "
-                  f"{v['bpb']:.4f} bits/byte; model in {result['model']}")
+    else:
+        console.print(f"[green]done[/] {result['steps']} steps: validation loss {v['loss']:.4f} nats/token, "
+                      f"{v['bpb']:.4f} bits/byte; model in {result['model']}")
+    if register and os.environ.get("RANK", "0") == "0":
+        entry = catalog.add(result["model"], name=register)
+        console.print(f"registered as [bold]{entry['name']}[/]: lmforge chat {entry['name']}")

@@ -24,18 +24,17 @@ from lmforge.infer.engine import Engine, end_ids, prompt_ids
 from lmforge.infer.sampling import SamplingParams
 
 
-MODEL_HINT = "MODEL is a model directory in Hugging Face layout (e.g. RUN_DIR/model) or a .gguf file"
+def model_id(path: Path) -> str:
+    """A model's name from its path: a run's model directory (RUN/model) is named after its run."""
+    path = Path(path)
+    name = path.stem if path.suffix == ".gguf" else path.name
+    return path.parent.name if name == "model" and path.parent.name else name
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
-    """A model path, or a catalog name resolved to its path (when the catalog exists)."""
-    try:
-        from lmforge.infer.catalog import resolve_model
-    except ImportError:
-        path = Path(name_or_path)
-        if not path.exists():
-            raise ModelError("no such model", where=str(path), hint=MODEL_HINT)
-        return path
+    """A model path, or a catalog name resolved to its path."""
+    from lmforge.infer.catalog import resolve_model
+
     return resolve_model(name_or_path)
 
 
@@ -84,7 +83,7 @@ class LocalModel:
 
     @property
     def name(self) -> str:
-        return self.path.name if self.path is not None else "model"
+        return model_id(self.path) if self.path is not None else "model"
 
     @property
     def context_length(self) -> int:

@@ -11,7 +11,6 @@ import bisect
 import json
 import math
 import re
-import socket
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from lmforge.errors import DataError
 from lmforge.io import read_json
+from lmforge.serve.http import run_server
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "studio" / "dist"
 SEARCH_LIMIT = 100_000  # rows a search returns (the count is always exact)
@@ -441,72 +441,14 @@ def create_app(map_dir: str | Path, *, static_dir: str | Path | None = STATIC_DI
 
 
 # --------------------------------------------------------------------------------------------- running it
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _check_port(host: str, port: int) -> None:
-    from lmforge.errors import LmforgeError
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise LmforgeError(f"cannot listen on {host}:{port} ({e.strerror})",
-                               hint="pass another --port, or --port 0 for a free one") from None
-
-
-def start_server(app, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
-    """Run `app` with uvicorn in a daemon thread; returns (url, stop). For tests and benchmarks."""
-    import time
-
-    import uvicorn
-
-    port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the studio server did not start on {host}:{port}")
-        time.sleep(0.02)
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=10)
-
-    return f"http://{host}:{port}/", stop
-
-
 def serve(map_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False,
           log_level: str = "warning") -> None:
     """Serve the studio for `map_dir` until interrupted (what `lmforge studio` and `lmforge map --open` run)."""
-    import time
-    import webbrowser
-
-    import uvicorn
     from rich.console import Console
 
     app = create_app(map_dir)
-    port = port or free_port(host)
-    _check_port(host, port)
-    url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/"
     if not (STATIC_DIR / "index.html").is_file():
         Console(stderr=True).print("[yellow]warning:[/] the studio front end is not built (run `make studio`); "
                                    "serving the API only")
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-
-    def announce():
-        while not server.started and not server.should_exit:
-            time.sleep(0.05)
-        if server.started:
-            Console(highlight=False).print(f"studio for {map_dir} at [bold]{url}[/] (Ctrl+C to stop)")
-            if open_browser:
-                webbrowser.open(url)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    run_server(app, host=host, port=port, log_level=log_level, what=f"studio for {map_dir}",
+               open_browser=open_browser)
