@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import chat, curate, data, demo, generate, models, runs, serve, studio, tokenizer, train
+from lmforge.cli import chat, curate, data, demo, export, generate, models, runs, serve, studio, tokenizer, train
 from lmforge.cli import map as map_cmd
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("train")(train.train)
 app.command("generate")(generate.generate)
 app.command("chat")(chat.chat)
 app.command("serve")(serve.serve)
+app.command("export")(export.export)
 app.add_typer(models.app, name="models")
 app.command("demo")(demo.demo)
 app.command("studio")(studio.studio)
