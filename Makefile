@@ -16,7 +16,7 @@ $(BIN)/lmforge: pyproject.toml constraints.txt
 	touch $@
 
 # The studio's web page, built with Vite into $(STUDIO)/dist (served by `lmforge studio`).
-$(STUDIO)/dist/index.html: $(STUDIO)/package.json $(STUDIO)/package-lock.json $(wildcard $(STUDIO)/*.ts $(STUDIO)/*.html $(STUDIO)/src/*)
+$(STUDIO)/dist/index.html: $(STUDIO)/package.json $(STUDIO)/package-lock.json $(wildcard $(STUDIO)/*.ts $(STUDIO)/*.html $(STUDIO)/src/* $(STUDIO)/src/chat/*)
 	cd $(STUDIO) && npm ci --no-audit --no-fund --loglevel=error && npm run build
 	touch $@
 

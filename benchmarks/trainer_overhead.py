@@ -103,11 +103,9 @@ def main() -> None:
 
 
 def _bf16_flags() -> list[str]:
-    try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return []
-    return sorted({f for f in ("avx512_bf16", "amx_bf16", "avx2") if f in flags})
+    from lmforge.io import cpu_flags
+
+    return sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "avx2"})
 
 
 if __name__ == "__main__":

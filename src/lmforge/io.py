@@ -110,3 +110,15 @@ def machine_name() -> str:
     import platform
 
     return platform.processor() or "cpu"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, avx512_bf16, amx_int8, ...) from /proc/cpuinfo; empty where there is none."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

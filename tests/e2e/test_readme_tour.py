@@ -33,7 +33,8 @@ TINY = ["model.hidden_size=64", "model.intermediate_size=128", "model.num_hidden
         "model.max_position_embeddings=64", "train.seq_len=64", "train.micro_batch_size=8",
         "train.warmup_steps=2", "train.eval_tokens=2048", "train.final_eval_tokens=8192",
         "train.compile=false"]  # compile costs 20-45 s per run: a size of the test, not of the behaviour
-VERBS = ("data", "tokenizer", "train", "generate", "map", "curate", "studio", "demo")
+VERBS = ("data", "tokenizer", "train", "generate", "chat", "serve", "export", "models", "map", "curate", "studio",
+         "demo")
 
 
 def tour_commands() -> list[list[str]]:
@@ -67,6 +68,8 @@ def rewrite(argv: list[str]) -> list[str]:
         argv += [x for kv in TINY for x in ("--set", kv)] + ["--max-steps", str(TRAIN_STEPS)]
     if argv[:2] == ["lmforge", "map"] and "--open" in argv:
         argv = argv + ["--port", "0"]                  # a shared machine: the default port may be taken
+    if argv[:2] == ["lmforge", "serve"]:
+        argv = argv + ["--port", "0"]
     return argv
 
 
@@ -226,6 +229,46 @@ class Tour:
         assert _ids(out) == [i for i in kept if i not in self.planted["removed"]]
         assert (out / "report.html").is_file() and (out / "report.json").is_file()
         assert json.loads((out / "dataset.json").read_text())["counts"]["validation"] >= 1
+
+    def models(self, argv):
+        out = self.run(argv).stdout
+        assert argv[2] == "import", argv
+        self.catalog_name = _value(argv, "--name")
+        assert out.strip() == f"{self.catalog_name}: {(self.cwd / argv[3]).resolve()}"
+        assert self.catalog_name in self.run(["lmforge", "models", "list"]).stdout
+
+    def chat(self, argv):
+        assert argv[2] == self.catalog_name             # the catalog name works where a path does
+        out = self.run(argv + ["--max-tokens", "8"], input="hello\n/exit\n").stdout
+        assert out.count(">>> ") == 2 and len(out.split(">>> ")[1].strip()) > 0
+
+    def serve(self, argv):
+        proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            said = []
+            for line in proc.stdout:
+                said.append(line)
+                if m := re.search(r"serving .* at (http://\S+)", line):
+                    break
+            else:
+                pytest.fail(f"`{shlex.join(argv)}` did not serve:\n{''.join(said)}")
+            with urllib.request.urlopen(m.group(1) + "v1/models", timeout=30) as r:
+                assert [d["id"] for d in json.loads(r.read())["data"]] == [argv[2]]
+            body = json.dumps({"model": argv[2], "messages": [{"role": "user", "content": "hi"}],
+                               "max_tokens": 4}).encode()
+            request = urllib.request.Request(m.group(1) + "v1/chat/completions", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as r:
+                assert json.loads(r.read())["choices"][0]["message"]["role"] == "assistant"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def export(self, argv):
+        self.run(argv)
+        out = self.cwd / _value(argv, "-o", "--out")
+        assert out.read_bytes()[:4] == b"GGUF"
 
     def generate(self, argv):
         prompt = argv[3]

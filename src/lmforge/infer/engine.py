@@ -185,6 +185,7 @@ class Engine:
     def start(self) -> "Engine":
         """Step in a background thread whenever work is queued (the server's mode)."""
         if self._thread is None:
+            self._closing = False  # a closed engine can be started again (a second server over the same model)
             self._thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
             self._thread.start()
         return self

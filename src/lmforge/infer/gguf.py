@@ -63,14 +63,20 @@ def _vocab(tok: dict, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def _tensor_type(name: str, w: np.ndarray, qtype: str):
+def _tensor_type(gguf_name: str, w: np.ndarray, qtype: str, *, head: bool):
+    """llama.cpp's choices: 1-D tensors (norms) f32; 2-D weights in the file's type, f16 where their rows are
+    not a whole number of blocks (convert_hf_to_gguf's QuantError fallback). For q4_0 the output head (the token
+    embedding when tied) is q8_0: llama-quantize gives it Q6_K, which falls back to Q8_0 on rows that are not a
+    multiple of 256, and which the gguf package cannot write."""
     import gguf
 
+    T = gguf.GGMLQuantizationType
     if w.ndim == 1:
-        return gguf.GGMLQuantizationType.F32
-    if qtype == "f16" or w.shape[-1] % 32:
-        return gguf.GGMLQuantizationType.F16
-    return {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qtype]
+        return T.F32
+    if qtype == "f16":
+        return T.F16
+    wanted = T.Q8_0 if qtype == "q8_0" or head else T.Q4_0
+    return wanted if w.shape[-1] % gguf.GGML_QUANT_SIZES[wanted][0] == 0 else T.F16
 
 
 def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: str = "f16") -> Path:
@@ -80,15 +86,31 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
     from safetensors.numpy import load_file
 
     from lmforge.infer.catalog import describe
+    from lmforge.infer.local import model_id
 
     if qtype not in TYPES:
         raise ModelError(f"unknown GGUF type {qtype!r}", hint=f"choose one of {', '.join(TYPES)}")
     model_dir, out = Path(model_dir), Path(out)
+    if not model_dir.exists():
+        raise ModelError("no such model", where=str(model_dir))
     if describe(model_dir)["format"] != "hf":
         raise ModelError("already a GGUF file", where=str(model_dir), hint="export a model directory")
     if not out.parent.is_dir():
         raise ModelError("the output's folder does not exist", where=str(out.parent), hint="create it first")
+    if out.is_dir():
+        raise ModelError("the output is a folder", where=str(out), hint="name a .gguf file (or use --format ollama)")
+    for name in ("config.json", "tokenizer.json"):
+        if not (model_dir / name).is_file():
+            raise ModelError(f"no {name}", where=str(model_dir),
+                             hint="MODEL must be a Llama-family model directory with its tokenizer")
     config = read_json(model_dir / "config.json")
+    if config.get("model_type", "llama") != "llama":
+        raise ModelError(f"model_type {config.get('model_type')!r} is not exported (Llama family only)",
+                         where=str(model_dir / "config.json"))
+    if config.get("rope_scaling"):
+        raise ModelError("rope_scaling is not exported yet", where=str(model_dir / "config.json"))
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ModelError("biases in attention or MLP are not exported", where=str(model_dir / "config.json"))
     tok = read_json(model_dir / "tokenizer.json")
     tok_config = read_json(model_dir / "tokenizer_config.json") if (model_dir / "tokenizer_config.json").is_file() \
         else {}
@@ -98,21 +120,31 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         raise ModelError("no model.safetensors (a single-file checkpoint is what the exporter reads)",
                          where=str(model_dir))
     state = load_file(str(weights_file))
-    if config.get("rope_scaling"):
-        raise ModelError("rope_scaling is not exported yet", where=str(model_dir / "config.json"))
 
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
     vocab_size = config["vocab_size"]
-    name = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype]
+    tied = config.get("tie_word_embeddings", False) or "lm_head.weight" not in state
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    if not tied:
+        names["lm_head.weight"] = "output.weight"
+    per_layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                 "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+                 "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                 "mlp.down_proj": "ffn_down"}
+    for i in range(config["num_hidden_layers"]):
+        for hf, gg in per_layer.items():
+            names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
+    missing = [k for k in names if k not in state]
+    if missing:
+        raise ModelError(f"weights missing for the GGUF: {missing[:4]}", where=str(weights_file))
+    head_name = "token_embd.weight" if tied else "output.weight"
 
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    w = None
     try:
-        w = gguf.GGUFWriter(tmp, "llama")
-        from lmforge.infer.local import model_id
-
+        w = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         w.add_name(model_id(model_dir))
         w.add_context_length(config["max_position_embeddings"])
         w.add_embedding_length(config["hidden_size"])
@@ -126,7 +158,8 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         w.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
         w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
         w.add_vocab_size(vocab_size)
-        w.add_file_type(name)
+        w.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                         "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
         tokens, types = _vocab(tok, vocab_size)
@@ -134,42 +167,27 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         w.add_tokenizer_pre(pre)
         w.add_token_list(tokens)
         w.add_token_types(types)
-        merges = tok["model"]["merges"]
-        w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+        w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
         ids = {t: i for i, t in enumerate(tokens)}
-        for key, add in (("bos_token_id", w.add_bos_token_id), ("eos_token_id", w.add_eos_token_id),
-                         ("pad_token_id", w.add_pad_token_id)):
-            if config.get(key) is not None:
-                add(int(config[key]))
+        special = _special_ids(config, tok_config, ids)
+        for key, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("pad", w.add_pad_token_id)):
+            if special[key] is not None:
+                add(special[key])
         if END_OF_TURN in ids:
             w.add_eot_token_id(ids[END_OF_TURN])
-        w.add_add_bos_token(bool(tok_config.get("add_bos_token", config.get("bos_token_id") is not None)))
-        w.add_add_eos_token(False)
+        w.add_add_bos_token(_adds_bos(tok, tok_config, special["bos"]))
+        w.add_add_eos_token(bool(tok_config.get("add_eos_token", False)))
         template = tok_config.get("chat_template")
-        if template:
-            w.add_chat_template(re.sub(r"{%-?\s*(end)?generation\s*-?%}", "", template))
+        if isinstance(template, str) and template:
+            w.add_chat_template(_GENERATION_TAG.sub("", template))
 
-        tied = config.get("tie_word_embeddings", False) or "lm_head.weight" not in state
-        names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-        if not tied:
-            names["lm_head.weight"] = "output.weight"
-        per_layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-                     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-                     "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                     "mlp.down_proj": "ffn_down"}
-        for i in range(config["num_hidden_layers"]):
-            for hf, gg in per_layer.items():
-                names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
-        missing = [k for k in names if k not in state]
-        if missing:
-            raise ModelError(f"weights missing for the GGUF: {missing[:4]}", where=str(weights_file))
         for hf, gg in names.items():
             t = state[hf].astype(np.float32)
             if hf.endswith("q_proj.weight"):
                 t = _permute(t, n_head)
             elif hf.endswith("k_proj.weight"):
                 t = _permute(t, n_kv)
-            ttype = _tensor_type(gg, t, qtype)
+            ttype = _tensor_type(gg, t, qtype, head=gg == head_name)
             if ttype == gguf.GGMLQuantizationType.F32:
                 w.add_tensor(gg, t)
             elif ttype == gguf.GGMLQuantizationType.F16:
@@ -180,62 +198,181 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        w = None
         os.replace(tmp, out)
     finally:
+        if w is not None:
+            w.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
 
 
-def ollama_modelfile(gguf_name: str, chat_template: str | None) -> str:
-    """A Modelfile for `ollama create NAME -f Modelfile`: the GGUF beside it, lmforge's chat format as a Go
-    template, and its end-of-turn marker as a stop."""
+_GENERATION_TAG = re.compile(r"{%-?\s*(end)?generation\s*-?%}")
+
+
+def _special_ids(config: dict, tok_config: dict, ids: dict[str, int]) -> dict[str, int | None]:
+    """bos / eos / pad ids: config.json's, else the tokens tokenizer_config.json names."""
+    out = {}
+    for key in ("bos", "eos", "pad"):
+        value = config.get(f"{key}_token_id")
+        if isinstance(value, list):  # some configs list several eos ids; llama.cpp takes one
+            value = value[0] if value else None
+        if value is None:
+            token = tok_config.get(f"{key}_token")
+            token = token.get("content") if isinstance(token, dict) else token
+            value = ids.get(token) if token else None
+        out[key] = int(value) if value is not None else None
+    return out
+
+
+def _adds_bos(tok: dict, tok_config: dict, bos: int | None) -> bool:
+    """Whether encoding prepends BOS: tokenizer_config's add_bos_token, else whether tokenizer.json's
+    post-processor puts a special token first (as transformers' PreTrainedTokenizerFast then does)."""
+    if bos is None:
+        return False
+    if "add_bos_token" in tok_config:
+        return bool(tok_config["add_bos_token"])
+    post = tok.get("post_processor") or {}
+    single = post.get("single") or []
+    return post.get("type") == "TemplateProcessing" and bool(single) and "SpecialToken" in single[0]
+
+
+_SLOT = "\x00content\x00"
+
+
+def _go_template(chat_template: str, tok_config: dict) -> tuple[str, str] | None:
+    """lmforge's chat template as an Ollama (Go text/template) TEMPLATE, and the assistant's turn ending, derived
+    by rendering the Jinja template: each role's text before and after its content, the generation prompt, and a
+    check that a whole conversation renders to exactly those pieces. None when the template is not of that shape
+    (per-role wrapping, nothing depending on position); then Ollama falls back to the GGUF's own template."""
+    from lmforge.model.tokenizer import render_chat_template
+
+    def token(key):
+        value = tok_config.get(key)
+        return value.get("content") if isinstance(value, dict) else value
+
+    special = {k: token(k) for k in ("bos_token", "eos_token") if token(k)}
+
+    def render(messages, gen=False):
+        return render_chat_template(chat_template, messages, add_generation_prompt=gen, **special)[0]
+
+    try:
+        head = render([])
+        wrap = {}
+        for role in ("system", "user", "assistant"):
+            text = render([{"role": role, "content": _SLOT}])
+            if not text.startswith(head) or text.count(_SLOT) != 1:
+                return None
+            wrap[role] = tuple(text[len(head):].split(_SLOT))
+        turn = [{"role": "user", "content": "u"}]
+        generation = render(turn, True)[len(render(turn)):]
+        conversation = [{"role": "system", "content": "s"}, {"role": "user", "content": "u1"},
+                        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]
+        expected = render(conversation, True)
+    except Exception:  # a template that refuses these conversations (role order rules, raise_exception)
+        return None
+    if head + "".join(wrap[m["role"]][0] + m["content"] + wrap[m["role"]][1] for m in conversation) + generation \
+            != expected:
+        return None
+    if special.get("bos_token") and tok_config.get("add_bos_token", True) and head.startswith(special["bos_token"]):
+        head = head[len(special["bos_token"]):]  # llama.cpp (under Ollama) adds BOS when it tokenizes
+    pieces = [head, generation, *(x for pair in wrap.values() for x in pair)]
+    if any("{{" in x or "}}" in x or '"""' in x for x in pieces):
+        return None
+    branches = "".join(f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{pre}{{{{ .Content }}}}{post}'
+                       for i, (role, (pre, post)) in enumerate(wrap.items()))
+    return head + "{{ range .Messages }}" + branches + "{{ end }}{{ end }}" + generation, wrap["assistant"][1]
+
+
+def ollama_modelfile(gguf_name: str, tok_config: dict, special_tokens: list[str]) -> str:
+    """A Modelfile for `ollama create NAME -f Modelfile`: the GGUF beside it, the chat template as a Go template,
+    and the special tokens that end an assistant's turn (and EOS) as stops."""
     lines = [f"FROM ./{gguf_name}"]
-    if chat_template and "<|assistant|>" in chat_template:
-        lines.append('TEMPLATE """{{- range .Messages }}{{- if eq .Role "assistant" }}<|assistant|>\n{{ .Content }}'
-                     '<|end|>\n{{ else }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}{{- end }}<|assistant|>\n"""')
-        lines += ['PARAMETER stop "<|end|>"', 'PARAMETER stop "<|eos|>"']
+    template = tok_config.get("chat_template")
+    derived = _go_template(template, tok_config) if isinstance(template, str) and template else None
+    stops = []
+    if derived:
+        go, ending = derived
+        lines.append(f'TEMPLATE """{go}"""')
+        stops = [t for t in special_tokens if t in ending]
+    eos = tok_config.get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    if eos and eos not in stops:
+        stops.append(eos)
+    lines += [f"PARAMETER stop {json.dumps(t)}" for t in stops]
     return "\n".join(lines) + "\n"
 
 
 def export_ollama(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, qtype: str = "f16") -> Path:
-    """A folder with the GGUF and a Modelfile; `ollama create NAME -f OUT/Modelfile` imports it."""
+    """A folder with the GGUF and a Modelfile; `ollama create NAME -f OUT/Modelfile` imports it. A failure
+    removes the folder it created."""
+    import shutil
+
     from lmforge.infer.local import model_id
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ModelError("the output folder is not empty", where=str(out_dir), hint="choose a new folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    file = export_gguf(model_dir, out_dir / f"{model_id(model_dir)}-{qtype}.gguf", qtype=qtype)
-    tok_config = model_dir / "tokenizer_config.json"
-    template = read_json(tok_config).get("chat_template") if tok_config.is_file() else None
-    (out_dir / "Modelfile").write_text(ollama_modelfile(file.name, template), encoding="utf-8")
+    if not out_dir.parent.is_dir():
+        raise ModelError("the output's folder does not exist", where=str(out_dir.parent), hint="create it first")
+    created = not out_dir.exists()
+    out_dir.mkdir(exist_ok=True)
+    try:
+        file = export_gguf(model_dir, out_dir / f"{model_id(model_dir)}-{qtype}.gguf", qtype=qtype)
+        tok_file = model_dir / "tokenizer_config.json"
+        tok_config = read_json(tok_file) if tok_file.is_file() else {}
+        special = [t["content"] for t in read_json(model_dir / "tokenizer.json").get("added_tokens", [])
+                   if t.get("special")]
+        from lmforge.io import atomic_write_text
+
+        atomic_write_text(out_dir / "Modelfile", ollama_modelfile(file.name, tok_config, special))
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     return out_dir
 
 
-def _validation_chunks(model_dir: Path, context: int, max_tokens: int, encode) -> list[list[int]] | None:
-    """Up to `max_tokens` of the model's validation split (from its lineage), as context-sized token chunks."""
+# Held-out text for a model whose lineage names no validation split (a directory transformers wrote, say):
+# modules of the running Python's standard library, always present and the same for every export.
+FALLBACK_TEXT = ("textwrap.py", "shlex.py", "fractions.py", "difflib.py")
+
+
+def _held_out_sources(model_dir: Path):
+    """(name, texts) candidates in order: the model's validation split (from its lineage), then FALLBACK_TEXT."""
+    import sysconfig
+
     from lmforge.data.dataset import Dataset, record_text
 
-    path = (read_json(model_dir / "lmforge.json").get("dataset") or {}).get("path") \
-        if (model_dir / "lmforge.json").is_file() else None
-    if not path or not Path(path).is_dir():
-        return None
+    lineage = read_json(model_dir / "lmforge.json") if (model_dir / "lmforge.json").is_file() else {}
+    path = (lineage.get("dataset") or {}).get("path")
+    if path and Path(path).is_dir():
+        yield "validation split", (record_text(r) for r in Dataset(path).records("validation"))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    yield ("python standard library: " + ", ".join(FALLBACK_TEXT),
+           ((stdlib / f).read_text(encoding="utf-8") for f in FALLBACK_TEXT if (stdlib / f).is_file()))
+
+
+def _chunks(texts, context: int, max_tokens: int, encode) -> list[list[int]]:
+    """Up to `max_tokens` tokens of `texts`, as context-sized chunks."""
     chunks, total = [], 0
-    for record in Dataset(path).records("validation"):
-        ids = encode(record_text(record))[:context]
-        if len(ids) > 1:
-            chunks.append(ids)
-            total += len(ids)
-        if total >= max_tokens:
-            break
-    return chunks or None
+    for text in texts:
+        ids = encode(text)
+        for start in range(0, len(ids) - 1, context):
+            chunk = ids[start:start + context]
+            if len(chunk) > 1:
+                chunks.append(chunk)
+                total += len(chunk)
+            if total >= max_tokens:
+                return chunks
+    return chunks
 
 
 def perplexity_change(model_dir: str | os.PathLike, gguf_file: str | os.PathLike, *,
                       max_tokens: int = 4096) -> dict | None:
-    """Perplexity of the fp32 torch model and of the GGUF (through llama.cpp) on the same validation tokens;
-    None when the model's lineage names no validation split to measure on."""
+    """Perplexity of the fp32 torch model and of the GGUF (through llama.cpp) on the same held-out tokens (the
+    model's validation split, else FALLBACK_TEXT; `measured_on` says which); None when there is no text at all."""
     import torch
 
     from lmforge.infer.engine import prompt_ids
@@ -244,9 +381,16 @@ def perplexity_change(model_dir: str | os.PathLike, gguf_file: str | os.PathLike
 
     model_dir = Path(model_dir)
     model, tokenizer = load_pretrained(model_dir)
-    chunks = _validation_chunks(model_dir, model.config.max_position_embeddings, max_tokens,
-                                lambda text: prompt_ids(tokenizer, text))
-    if chunks is None:
+    chunks = []
+    for measured_on, texts in _held_out_sources(model_dir):
+        try:
+            chunks = _chunks(texts, model.config.max_position_embeddings, max_tokens,
+                             lambda t: prompt_ids(tokenizer, t))
+        except Exception:  # a dataset that moved or changed shape since training: use the next source
+            chunks = []
+        if chunks:
+            break
+    if not chunks:
         return None
     llm = _llama(Path(gguf_file), model.config.max_position_embeddings, logits_all=True)
     nll_torch = nll_gguf = 0.0
@@ -263,7 +407,7 @@ def perplexity_change(model_dir: str | os.PathLike, gguf_file: str | os.PathLike
         count += len(ids) - 1
     ppl_torch, ppl_gguf = float(np.exp(nll_torch / count)), float(np.exp(nll_gguf / count))
     return {"tokens": count, "ppl_fp32": ppl_torch, "ppl": ppl_gguf, "change": ppl_gguf / ppl_torch - 1.0,
-            "measured_on": "validation split"}
+            "measured_on": measured_on}
 
 
 def record_export(model_dir: str | os.PathLike, entry: dict) -> None:

@@ -16,15 +16,9 @@ import numpy as np
 import torch
 
 from lmforge.errors import ModelError
+from lmforge.io import cpu_flags
 from lmforge.infer.engine import Engine, Request
 from lmforge.infer.local import LocalModel
-
-
-def _has_amx() -> bool:
-    try:
-        return " amx_int8" in open("/proc/cpuinfo").read()
-    except OSError:
-        return False
 
 
 def _llama(path: Path, n_ctx: int | None = None, **kwargs):
@@ -34,9 +28,10 @@ def _llama(path: Path, n_ctx: int | None = None, **kwargs):
     except ImportError as e:
         raise ModelError("the llama.cpp backend needs llama-cpp-python",
                          hint="pip install 'lmforge[llamacpp]' (it builds llama.cpp: 8-17 minutes on 2 cores)") from e
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not _has_amx():
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx or 0, n_threads=threads, verbose=False, **kwargs)
+    kwargs.setdefault("n_threads", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count())
+    if "amx_int8" not in cpu_flags():
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx or 0, verbose=False, **kwargs)
     # On AMX CPUs llama.cpp repacks q8_0/q4_0 weights into its AMX buffer, whose batched matmul segfaults
     # (ggml-org/llama.cpp#20824; measured here: any quantized block weight, any prompt of 2+ tokens). The
     # Llama class does not expose use_extra_bufts, so it is switched off in the defaults it reads.
@@ -49,7 +44,7 @@ def _llama(path: Path, n_ctx: int | None = None, **kwargs):
 
     high_level.llama_cpp.llama_model_default_params = without_repacking
     try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx or 0, n_threads=threads, verbose=False, **kwargs)
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx or 0, verbose=False, **kwargs)
     finally:
         high_level.llama_cpp.llama_model_default_params = default
 
