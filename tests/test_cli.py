@@ -28,7 +28,8 @@ def test_help_does_not_import_heavy_modules():
     assert out == ""
 
 
-def test_generate_on_missing_model_is_one_line(tmp_path):
+def test_generate_on_missing_model_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))  # an empty catalog, whatever other tests added
     proc = run_cli("generate", tmp_path / "nope", "hi")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -113,7 +113,7 @@ class Tour:
         bin_dir = Path(sys.executable).parent
         # what `source .venv/bin/activate` does for the commands after it
         self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": sys.prefix,
-                    "COLUMNS": "200", "BROWSER": "true"}
+                    "COLUMNS": "200", "BROWSER": "true", "LMFORGE_HOME": str(cwd / "lmforge-home")}
         self.runs: dict[Path, dict] = {}
 
     def run(self, argv, **kw) -> subprocess.CompletedProcess:
