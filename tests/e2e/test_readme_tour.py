@@ -11,6 +11,7 @@ with a no-op $BROWSER and a free port. Each command is checked for what the READ
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -121,6 +122,24 @@ class Tour:
         assert proc.returncode == 0, f"{shlex.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         return proc
 
+    @contextlib.contextmanager
+    def serving(self, argv, says: str):
+        """Run a command that serves until stopped; yield the URL it announces (`SAYS ... at URL`), then stop it."""
+        proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            said = []
+            for line in proc.stdout:                    # ends when the process does
+                said.append(line)
+                if m := re.search(rf"{says} .* at (http://\S+)", line):
+                    break
+            else:
+                pytest.fail(f"`{shlex.join(argv)}` did not serve:\n{''.join(said)}")
+            yield m.group(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
     # --- one check per verb: what the README says the command makes ---------------------------------------
 
     def source(self, argv):
@@ -197,23 +216,12 @@ class Tour:
         if "--open" not in argv:
             self.run(argv)
         else:                                           # serves until stopped: wait for the page, then stop it
-            proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True)
-            try:
-                said = []
-                for line in proc.stdout:                # ends when the process does
-                    said.append(line)
-                    if m := re.search(r"studio for .* at (http://\S+)", line):
-                        break
-                else:
-                    pytest.fail(f"`{shlex.join(argv)}` did not serve the studio:\n{''.join(said)}")
-                with urllib.request.urlopen(m.group(1) + "api/meta", timeout=30) as r:
+            with self.serving(argv, "studio for") as url:
+                with urllib.request.urlopen(url + "api/meta", timeout=30) as r:
                     assert json.loads(r.read())["records"] == len(_ids(dataset))
-                with urllib.request.urlopen(m.group(1), timeout=30) as r:
+                with urllib.request.urlopen(url, timeout=30) as r:
                     assert "<html" in r.read().decode().lower()     # the page itself
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+
         import numpy as np
         import pyarrow.parquet as pq
 
@@ -243,27 +251,15 @@ class Tour:
         assert out.count(">>> ") == 2 and len(out.split(">>> ")[1].strip()) > 0
 
     def serve(self, argv):
-        proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        try:
-            said = []
-            for line in proc.stdout:
-                said.append(line)
-                if m := re.search(r"serving .* at (http://\S+)", line):
-                    break
-            else:
-                pytest.fail(f"`{shlex.join(argv)}` did not serve:\n{''.join(said)}")
-            with urllib.request.urlopen(m.group(1) + "v1/models", timeout=30) as r:
+        with self.serving(argv, "serving") as url:
+            with urllib.request.urlopen(url + "v1/models", timeout=30) as r:
                 assert [d["id"] for d in json.loads(r.read())["data"]] == [argv[2]]
             body = json.dumps({"model": argv[2], "messages": [{"role": "user", "content": "hi"}],
                                "max_tokens": 4}).encode()
-            request = urllib.request.Request(m.group(1) + "v1/chat/completions", data=body,
+            request = urllib.request.Request(url + "v1/chat/completions", data=body,
                                              headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=60) as r:
                 assert json.loads(r.read())["choices"][0]["message"]["role"] == "assistant"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
     def export(self, argv):
         self.run(argv)
