@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -265,7 +266,10 @@ def wandb_records(path: Path):
 def wandb_segments(run_dir: Path) -> list[dict]:
     """Per offline-run folder, in order: its run id and its history rows {step: {key: value}}."""
     out = []
-    for folder in sorted((run_dir / "wandb").glob("offline-run-*")):
+    # W&B names each offline-run-DATE_TIME-RUNID, with -N after it for a second one started in the same second
+    name = re.compile(r"offline-run-(\d{8}_\d{6})-([A-Za-z0-9]+)(?:-(\d+))?")
+    folders = {folder: name.fullmatch(folder.name).groups() for folder in (run_dir / "wandb").glob("offline-run-*")}
+    for folder, (when, folder_id, again) in sorted(folders.items(), key=lambda f: (f[1][0], int(f[1][2] or 0))):
         [file] = folder.glob("run-*.wandb")
         run_id, history, config = None, {}, {}
         for r in wandb_records(file):
@@ -277,9 +281,7 @@ def wandb_segments(run_dir: Path) -> list[dict]:
                 row = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
                 history.setdefault(r.history.step.num, {}).update(
                     {k: v for k, v in row.items() if not k.startswith("_")})
-        # W&B names the folder offline-run-DATE_TIME-RUNID; the run record, when the writer got to it, agrees
-        folder_id = folder.name.rsplit("-", 1)[1]
-        assert run_id in (None, folder_id)
+        assert run_id == folder_id  # the run record is written: close() waits for W&B to finish
         out.append({"id": folder_id, "history": history, "config": config})
     return out
 

@@ -270,7 +270,13 @@ class WandB(Tracker):
 
     def close(self) -> None:
         if not self._closed:
+            import wandb
+
             self.run.finish()
+            # finish() can return before W&B's service has written the run's last records (wandb 0.31,
+            # offline: about 1 close in 6 here); teardown waits for it, so RUN/wandb is whole once we return
+            if wandb.run is None:
+                wandb.teardown()
             self._closed = True
 
 
