@@ -180,7 +180,7 @@ def test_exports_record_their_perplexity_change(files, model_dir):
 
 
 def test_perplexity_without_a_validation_split_says_what_it_used(files, model_dir, tmp_path):
-    from lmforge.infer.gguf import FALLBACK_TEXT, perplexity_change
+    from lmforge.infer.quality import FALLBACK_TEXT, perplexity_change
 
     bare = tmp_path / "bare"
     shutil.copytree(model_dir, bare)
@@ -338,7 +338,7 @@ def test_bad_export_requests_are_one_clear_error_and_leave_nothing(model_dir, tm
     (stray / "x.txt").write_text("x")
     cases = [
         ((tmp_path / "missing", "-o", tmp_path / "a.gguf"), "no such model"),
-        ((model_dir, "--type", "q3_k", "-o", tmp_path / "b.gguf"), "unknown GGUF type 'q3_k'"),
+        ((model_dir, "--type", "q3_k", "-o", tmp_path / "b.gguf"), "--type q3_k is not one --format gguf writes"),
         ((model_dir, "-o", tmp_path / "nodir" / "c.gguf"), "the output's folder does not exist"),
         ((model_dir, "--format", "onnx", "-o", tmp_path / "d"), "unknown format 'onnx'"),
         ((model_dir, "-o", stray), "the output is a folder"),

@@ -35,7 +35,8 @@ def list_():
         return
     table = Table("name", "format", "context", "size", "path", box=None)
     for e in rows:
-        table.add_row(e["name"], e["format"], str(e.get("context_length") or "-"), _size(e["size_bytes"]), e["path"])
+        kind = f"{e['format']} {e['quantization']}" if e.get("quantization") else e["format"]
+        table.add_row(e["name"], kind, str(e.get("context_length") or "-"), _size(e["size_bytes"]), e["path"])
     console.print(table)
 
 

@@ -63,7 +63,9 @@ def describe(path: Path) -> dict[str, Any]:
         raise ModelError("no config.json", where=str(path),
                          hint="a model directory in Hugging Face layout (e.g. RUN_DIR/model)")
     config = read_json(path / "config.json")
-    if config.get("model_type") != "llama":
+    from lmforge.infer.quantize import QUANTIZED_MODEL_TYPE
+
+    if config.get("model_type") not in ("llama", QUANTIZED_MODEL_TYPE):
         raise ModelError(f"model_type {config.get('model_type')!r} is not Llama-family", where=str(path / "config.json"),
                          hint="lmforge runs Llama-family models (model_type 'llama')")
     if not (path / "tokenizer.json").is_file():
@@ -76,6 +78,7 @@ def describe(path: Path) -> dict[str, Any]:
         "hidden_size": config.get("hidden_size"),
         "layers": config.get("num_hidden_layers"),
         "vocab_size": config.get("vocab_size"),
+        "quantization": (config.get("quantization_config") or {}).get("method"),
         "lineage": lineage,
     }
 

@@ -91,11 +91,17 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Trans
     if not (path / "config.json").is_file():
         raise ModelError("no config.json", where=str(path),
                          hint="MODEL must be a model directory in Hugging Face layout (e.g. RUN_DIR/model)")
-    config = ModelConfig.from_hf(read_json(path / "config.json"), where=str(path / "config.json"))
+    hf = read_json(path / "config.json")
+    config = ModelConfig.from_hf(hf, where=str(path / "config.json"))
     with torch.device("meta"):
         model = Transformer(config)
     state = from_hf_state_dict(_read_weights(path), config, str(path))
-    expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    if hf.get("quantization_config"):  # an int8/int4 export (lmforge.infer.quantize): its layers come built
+        from lmforge.infer.quantize import load_quantized
+
+        state = load_quantized(model, state, hf["quantization_config"], dtype, str(path))
+    expected = {k for k, v in model.state_dict().items() if v.is_meta}
+    expected -= {"lm_head.weight"} if config.tie_word_embeddings else set()
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
         raise ModelError(f"weights do not match config.json (missing: {sorted(missing)[:5]}, "
