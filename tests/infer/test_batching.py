@@ -35,6 +35,18 @@ def test_batched_greedy_equals_one_at_a_time(model):
     assert narrow.engine.decoded_rows / narrow.engine.steps > 2  # decode steps were shared, not one per request
 
 
+def test_compiled_static_decode_equals_eager_and_compiles_once(model):
+    """torch.compile over the static-shape step (every slot, every cached position, masked) gives the eager
+    engine's greedy text for prompts of different lengths joining and leaving, without recompiling."""
+    alone = [_alone(model, p, max_tokens=24, temperature=0) for p in PROMPTS[:5]]
+    compiled = LocalModel(model.model, model.tokenizer, path=model.path, max_batch=3, compile=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert compiled.generate(PROMPTS[:5], max_tokens=24, temperature=0) == alone
+        assert compiled.generate(PROMPTS[5], max_tokens=8, temperature=0) == _alone(model, PROMPTS[5], max_tokens=8,
+                                                                                  temperature=0)
+    assert compiled.engine._compiled is not None  # it ran compiled, not fallen back to eager
+
+
 def test_seeded_sampling_does_not_depend_on_the_batch(model):
     kw = dict(max_tokens=30, temperature=1.0, top_p=0.9, seed=11)
     alone = [_alone(model, p, **kw) for p in PROMPTS[:4]]

@@ -29,25 +29,42 @@ def _linear(n=96, k=128):
     return layer
 
 
-def test_int8_kernel_is_the_dequantized_matmul():
+# the kernels' activation dtypes: fp32 (exact up to summation order) and bf16 (inputs and outputs rounded to it)
+DTYPES = pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+
+
+@DTYPES
+def test_int8_kernel_is_the_dequantized_matmul(dtype, tol):
     layer = _linear()
-    q = Int8Linear.from_linear(layer)
+    q = Int8Linear.from_linear(layer, dtype=dtype)
     x = torch.randn(2, 5, 128)
-    ref = x @ q.dequantized().T
-    torch.testing.assert_close(q(x), ref, rtol=1e-4, atol=1e-4)
-    assert (q.dequantized() - layer.weight).abs().max() <= q.scale.max() / 2 + 1e-6  # round-to-nearest
+    ref = x.to(dtype).float() @ q.dequantized().T
+    torch.testing.assert_close(q(x), ref, rtol=tol, atol=tol * ref.abs().max().item())
+    assert q(x).dtype == x.dtype
+    # round-to-nearest, plus (bf16) the scale's own rounding: up to 127 steps of 2^-9 of it
+    slack = 127 * 2 ** -9 if dtype == torch.bfloat16 else 0
+    assert (q.dequantized() - layer.weight).abs().max() <= q.scale.float().max() * (0.5 + slack) + 1e-6
 
 
-def test_int4_kernel_is_the_groupwise_dequantized_matmul():
+@DTYPES
+def test_int4_kernel_is_the_groupwise_dequantized_matmul(dtype, tol):
     layer, g = _linear(), 32
-    q = Int4Linear.from_linear(layer, g)
+    q = Int4Linear.from_linear(layer, g, dtype=dtype)
     w = layer.weight.detach().view(96, -1, g)
     low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
     scale = (high - low) / 15
     deq = (torch.round((w - low) / scale).clamp(0, 15) * scale + low).view(96, 128)
     x = torch.randn(3, 128)
-    torch.testing.assert_close(q(x), x @ deq.T, rtol=1e-4, atol=1e-4)
+    ref = x.to(dtype).float() @ deq.T
+    torch.testing.assert_close(q(x), ref, rtol=tol, atol=tol * ref.abs().max().item())
     assert (deq - layer.weight).abs().max() <= scale.max() / 2 + 1e-6
+
+
+def test_the_kernels_run_in_the_dtype_measured_fastest():
+    from lmforge.infer.quantize import compute_dtype
+
+    assert compute_dtype() in (torch.float32, torch.bfloat16)
+    assert Int8Linear.from_linear(_linear()).scale.dtype == compute_dtype()
 
 
 def _windows(model, small_dataset, n=6, length=128):

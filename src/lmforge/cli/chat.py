@@ -28,6 +28,8 @@ def chat(
                                 "(llamacpp for a .gguf)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 or int4: weight-only quantized linear "
                                            "layers (faster, smaller; the cost: docs/running.md)."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch backend: compile the decode step "
+                                 "(faster for small models after a compile of 10-60 s; docs/running.md)."),
 ):
     """Chat with MODEL: history, a system prompt and slash commands (/help)."""
     import sys
@@ -36,7 +38,7 @@ def chat(
     from lmforge.infer.chat import ChatSession
     from lmforge.infer.local import load
 
-    m = load(model, backend=backend, quantize=quantize)
+    m = load(model, backend=backend, quantize=quantize, compile=compile)
     session = ChatSession(m, system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                           top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty, seed=seed)
     try:

@@ -21,6 +21,8 @@ def generate(
                                 "(llamacpp for a .gguf)."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 or int4: weight-only quantized linear "
                                            "layers (faster, smaller; the cost: docs/running.md)."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch backend: compile the decode step "
+                                 "(faster for small models after a compile of 10-60 s; docs/running.md)."),
     repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", min=1.0,
                                              help="Discourage tokens already in the text (1.0 = off)."),
     stop: Optional[List[str]] = typer.Option(None, "--stop", help="End the text before this string (repeatable)."),
@@ -32,7 +34,7 @@ def generate(
     from lmforge.infer.engine import prompt_ids
     from lmforge.infer.local import load
 
-    m = load(model, backend=backend, quantize=quantize)
+    m = load(model, backend=backend, quantize=quantize, compile=compile)
     room = m.context_length - len(prompt_ids(m.tokenizer, prompt))  # stop at the context's end, not before
     sys.stdout.write(prompt)
     for piece in m.stream(prompt, max_tokens=max(1, min(max_tokens, room)), temperature=temperature,

@@ -19,6 +19,8 @@ def serve(
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Requests decoded together per model; more wait."),
     backend: str = typer.Option("auto", "--backend", help="torch, llamacpp (a GGUF through llama.cpp) or auto."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8 or int4 for the torch backend."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch backend: compile the decode step "
+                                 "(faster for small models after a compile of 10-60 s; docs/running.md)."),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="Open the chat page in a web browser."),
 ):
     """Serve models over an OpenAI-compatible API (/v1/...) with a chat page at /."""
@@ -32,7 +34,7 @@ def serve(
         check_port(host, port)  # before loading anything
 
     def loader(path):
-        return lambda: load(path, backend=backend, quantize=quantize, max_batch=max_batch)
+        return lambda: load(path, backend=backend, quantize=quantize, max_batch=max_batch, compile=compile)
 
     loaded = {}
     for m in models or []:

@@ -29,10 +29,12 @@ class SlotCache:
     def prefill(self, slot: int) -> "_Prefill":
         return _Prefill(self, slot, int(self.lengths[slot]))
 
-    def decode(self, active: torch.Tensor) -> "_Decode":
+    def decode(self, active: torch.Tensor, *, static: bool = False) -> "_Decode":
         """A view for one token in each of the first len(active) slots; rows where `active` is False are
-        computed (their slot is free, so whatever they write is overwritten before it is read) but not advanced."""
-        return _Decode(self, active)
+        computed (their slot is free, so whatever they write is overwritten before it is read) but not advanced.
+        `static` attends over all max_len positions (masked) instead of the longest filled span, so every step has
+        the same shapes and a compiled step never recompiles."""
+        return _Decode(self, active, static)
 
 
 class _Prefill:
@@ -57,12 +59,12 @@ class _Prefill:
 
 
 class _Decode:
-    def __init__(self, cache: SlotCache, active: torch.Tensor):
+    def __init__(self, cache: SlotCache, active: torch.Tensor, static: bool = False):
         rows = active.shape[0]
         self.cache, self.active = cache, active
         self.pos = cache.lengths[:rows].clone()                               # (B,) where each new token goes
         self.rows = torch.arange(rows, device=active.device)
-        span = int(self.pos.max()) + 1                                        # keys any row can see
+        span = cache.max_len if static else int(self.pos.max()) + 1           # keys any row can see
         keys = torch.arange(span, device=active.device)
         self.mask = (keys[None, :] <= self.pos[:, None])[:, None, None, :]    # (B, 1, 1, S)
         self.span = span

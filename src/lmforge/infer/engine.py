@@ -24,6 +24,7 @@ import codecs
 import itertools
 import queue
 import threading
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -98,16 +99,23 @@ class Request:
 
 class Engine:
     """Runs `model` over many requests at once, up to `max_batch` in flight, each with up to `max_len`
-    prompt + generated tokens (default: the model's context)."""
+    prompt + generated tokens (default: the model's context).
+
+    `compile` runs the decode step through torch.compile on static shapes: every step decodes all `max_batch`
+    rows over all `max_len` cached positions (masked), so it compiles once, on the first step; eager decoding
+    instead trims both to what is in flight. Which pays off depends on the model's size and `max_len`
+    (benchmarks/decode_speed.py measures both); a compiler that fails is reported and the engine runs eager."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_len: int | None = None,
-                 stop_ids: Iterable[int] = ()):
+                 stop_ids: Iterable[int] = (), compile: bool = False):
         model.eval()
         self.model = model
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self._init_scheduler(tokenizer, max_batch, max_len or model.config.max_position_embeddings, stop_ids)
         self.cache = SlotCache(model.config, max_batch, self.max_len, self.dtype, self.device)
+        model.extend_rotary(self.max_len)
+        self._compiled = torch.compile(self._static_step, dynamic=False) if compile else None
 
     def _init_scheduler(self, tokenizer, max_batch: int, max_len: int, stop_ids: Iterable[int]) -> None:
         """The queues and counters every backend shares (lmforge.infer.llamacpp's engine reuses them)."""
@@ -238,14 +246,33 @@ class Engine:
         logits = self.model(ids, cache=self.cache.prefill(slot), last_only=True)[0, -1]  # (V,)
         self._sample_and_emit(request, logits)
 
+    def _static_step(self, last: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        return self.model(last, cache=self.cache.decode(active, static=True), last_only=True)[:, -1]
+
+    def _compiled_step(self, last: torch.Tensor, active: torch.Tensor) -> torch.Tensor | None:
+        """The compiled step's logits, or None once the compiler has failed (then the engine stays eager)."""
+        from lmforge.model.transformer import COMPILE_ERRORS
+
+        try:
+            return self._compiled(last, active)
+        except COMPILE_ERRORS as e:
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "decoding in eager mode")
+            self._compiled = None
+            return None
+
     def _decode(self) -> None:
-        rows = max(self._running) + 1                 # slots are taken lowest-first, so this stays small
+        # slots are taken lowest-first, so eager rows stay few; a compiled step always takes every row
+        rows = self.cache.slots if self._compiled is not None else max(self._running) + 1
         active = torch.zeros(rows, dtype=torch.bool, device=self.device)
         last = torch.zeros(rows, 1, dtype=torch.long, device=self.device)
         for slot, request in self._running.items():
             active[slot] = True
             last[slot, 0] = request.tokens[-1]
-        logits = self.model(last, cache=self.cache.decode(active), last_only=True)[:, -1]  # (rows, V)
+        logits = self._compiled_step(last, active) if self._compiled is not None else None
+        if logits is None:
+            active, last = active[:max(self._running) + 1], last[:max(self._running) + 1]
+            logits = self.model(last, cache=self.cache.decode(active), last_only=True)[:, -1]  # (rows, V)
         self.steps += 1
         self.decoded_rows += len(self._running)
         for slot, request in list(self._running.items()):

@@ -40,11 +40,13 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path, *, backend: str = "auto", dtype: torch.dtype = torch.float32,
-         max_batch: int = 8, max_len: int | None = None, quantize: str | None = None) -> "LocalModel":
+         max_batch: int = 8, max_len: int | None = None, quantize: str | None = None,
+         compile: bool = False) -> "LocalModel":
     """Load a model directory (lmforge's or any Llama-family directory transformers wrote), a GGUF file, or a
     catalog name. `backend`: "torch", "llamacpp" (a GGUF through llama-cpp-python) or "auto" (llamacpp for a
     .gguf, torch otherwise). `quantize` ("int8" | "int4") makes the torch backend's linear layers weight-only
-    quantized (lmforge.infer.quantize)."""
+    quantized (lmforge.infer.quantize). `compile` runs the torch backend's decode step compiled on static shapes
+    (lmforge.infer.engine.Engine)."""
     from lmforge.model.hf import load_pretrained
 
     if backend not in ("auto", "torch", "llamacpp"):
@@ -58,6 +60,8 @@ def load(name_or_path: str | Path, *, backend: str = "auto", dtype: torch.dtype 
         if quantize:
             raise ModelError("--quantize is for the torch backend", hint="a GGUF is quantized when exported "
                              "(--type q8_0|q4_0)")
+        if compile:
+            raise ModelError("--compile is for the torch backend", hint="llama.cpp runs its own compiled kernels")
         from lmforge.infer.llamacpp import LlamaCppModel
 
         return LlamaCppModel(gguf, max_len=max_len)
@@ -72,17 +76,17 @@ def load(name_or_path: str | Path, *, backend: str = "auto", dtype: torch.dtype 
         quantize_model(model, quantize)
     if tokenizer is None:
         raise ModelError("no tokenizer.json", where=str(path), hint="the model directory needs its tokenizer files")
-    return LocalModel(model, tokenizer, path=path, max_batch=max_batch, max_len=max_len)
+    return LocalModel(model, tokenizer, path=path, max_batch=max_batch, max_len=max_len, compile=compile)
 
 
 class LocalModel:
     """A loaded model and its tokenizer, with one generation engine (continuous batching) behind every call."""
 
     def __init__(self, model, tokenizer, *, path: Path | None = None, max_batch: int = 8,
-                 max_len: int | None = None):
+                 max_len: int | None = None, compile: bool = False):
         self.model, self.tokenizer, self.path = model, tokenizer, path
         self.engine = Engine(model, tokenizer, max_batch=max_batch, max_len=max_len,
-                             stop_ids=end_ids(tokenizer, path))
+                             stop_ids=end_ids(tokenizer, path), compile=compile)
 
     @property
     def name(self) -> str:

@@ -99,7 +99,7 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Trans
     if hf.get("quantization_config"):  # an int8/int4 export (lmforge.infer.quantize): its layers come built
         from lmforge.infer.quantize import load_quantized
 
-        state = load_quantized(model, state, hf["quantization_config"], dtype, str(path))
+        state = load_quantized(model, state, hf["quantization_config"], str(path))
     expected = {k for k, v in model.state_dict().items() if v.is_meta}
     expected -= {"lm_head.weight"} if config.tie_word_embeddings else set()
     missing, unexpected = expected - set(state), set(state) - expected

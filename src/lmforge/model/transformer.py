@@ -17,6 +17,11 @@ from torch import nn
 from lmforge.model.config import ModelConfig
 
 
+# What a failing torch.compile raises (a missing or broken C++ compiler, an unsupported op); anything else
+# raised through a compiled model is a real bug and propagates.
+COMPILE_ERRORS = (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.CppCompileError)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -161,15 +166,21 @@ class Transformer(nn.Module):
                 else:
                     p.normal_(0.0, std, generator=gen)
 
-    def _rotary(self, positions: int | torch.Tensor, length: int, dtype: torch.dtype):
-        """cos and sin for `length` new tokens: (T, head_dim) from an int start shared by every row, or
-        (B, 1, T, head_dim) from a (B, T) tensor of per-row positions."""
-        end = positions + length if isinstance(positions, int) else int(positions.max()) + 1
-        if end > self.rope_cos.shape[0]:  # generating past the trained context: extend the tables
-            cos, sin = rotary_tables(self.config.head_dim, max(end, 2 * self.rope_cos.shape[0]),
+    def extend_rotary(self, positions: int) -> None:
+        """Make the rotary tables cover `positions` (generating past the trained context)."""
+        if positions > self.rope_cos.shape[0]:
+            cos, sin = rotary_tables(self.config.head_dim, max(positions, 2 * self.rope_cos.shape[0]),
                                      self.config.rope_theta)
             self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+
+    def _rotary(self, positions: int | torch.Tensor, length: int, dtype: torch.dtype):
+        """cos and sin for `length` new tokens: (T, head_dim) from an int start shared by every row, or
+        (B, 1, T, head_dim) from a (B, T) tensor of per-row positions (whose caller, the engine, has extended
+        the tables to its context beforehand: reading the tensor here would cost a sync and break a compiled
+        step)."""
         if isinstance(positions, int):
+            end = positions + length
+            self.extend_rotary(end)
             return self.rope_cos[positions:end].to(dtype), self.rope_sin[positions:end].to(dtype)
         return self.rope_cos[positions][:, None].to(dtype), self.rope_sin[positions][:, None].to(dtype)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import RecipeError
-from lmforge.model.transformer import Transformer
+from lmforge.model.transformer import COMPILE_ERRORS, Transformer
 from lmforge.train.dist import World, in_turns, init_world
 from lmforge.train.events import Event
 from lmforge.train.methods import default_methods, run_event
@@ -58,8 +58,6 @@ def build_data(recipe, prep):
                    [s.max_tokens for s in specs]), val
 
 
-# Compiler failures are these; anything else raised by the trial step is a real bug and propagates.
-COMPILE_ERRORS = (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.CppCompileError)
 
 
 def compile_or_eager(model, sample, precision: str, device: torch.device):
