@@ -47,6 +47,10 @@ def test_a_gguf_loads_on_the_llamacpp_backend(model_dir, torch_m, cpp):
     assert cpp.tokenizer.vocab_size == torch_m.tokenizer.vocab_size
     with pytest.raises(ModelError, match="runs on the llama.cpp backend"):
         load(model_dir / "coder-f16.gguf", backend="torch")
+    for option, message in (({"quantize": "int8"}, "--quantize is for the torch backend"),
+                            ({"compile": True}, "--compile is for the torch backend")):
+        with pytest.raises(ModelError, match=message):
+            load(model_dir / "coder-f16.gguf", **option)
 
 
 def test_no_gguf_for_the_llamacpp_backend_is_a_clear_error(trained_model):

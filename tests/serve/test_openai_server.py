@@ -233,14 +233,25 @@ def test_api_key(model):
         stop()
 
 
-def test_lmforge_serve_command(trained_model, tmp_path):
+@pytest.fixture(scope="module")
+def gguf_file(trained_model, tmp_path_factory):
+    file = tmp_path_factory.mktemp("served") / "coder-q8_0.gguf"
+    run_cli("export", trained_model, "--type", "q8_0", "--no-measure", "-o", file, check=True)
+    return file
+
+
+@pytest.mark.parametrize("kind", ["model directory", "gguf file"])
+def test_lmforge_serve_command(trained_model, gguf_file, kind):
+    """`lmforge serve MODEL` in its own process, for a model directory (torch backend) and a GGUF (llama.cpp):
+    the name it serves and greedy text equal to the Python API's on the same backend."""
     import subprocess
     import sys
 
     from lmforge.serve.http import free_port
 
+    path, name = (trained_model, "trained") if kind == "model directory" else (gguf_file, "coder-q8_0")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", str(trained_model), "--port",
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", str(path), "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -253,8 +264,9 @@ def test_lmforge_serve_command(trained_model, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
             time.sleep(0.3)
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        assert [m.id for m in c.models.list().data] == ["trained"]  # RUN/model is named after its run
-        assert c.completions.create(model="trained", prompt="def ", max_tokens=3).choices[0].text is not None
+        assert [m.id for m in c.models.list().data] == [name]  # RUN/model is named after its run, a GGUF by its file
+        served = c.completions.create(model=name, prompt="def ", **GREEDY).choices[0].text
+        assert served == load(path).generate("def ", **GREEDY) and served
     finally:
         proc.terminate()
         proc.wait(timeout=30)
