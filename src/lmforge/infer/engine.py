@@ -34,6 +34,7 @@ import torch
 from lmforge.errors import ModelError, RequestError
 from lmforge.infer.cache import SlotCache
 from lmforge.infer.sampling import SamplingParams, StopStrings, penalize_repeats, pick
+from lmforge.model.transformer import COMPILE_ERRORS
 
 
 @dataclass
@@ -251,8 +252,6 @@ class Engine:
 
     def _compiled_step(self, last: torch.Tensor, active: torch.Tensor) -> torch.Tensor | None:
         """The compiled step's logits, or None once the compiler has failed (then the engine stays eager)."""
-        from lmforge.model.transformer import COMPILE_ERRORS
-
         try:
             return self._compiled(last, active)
         except COMPILE_ERRORS as e:

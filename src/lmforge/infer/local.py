@@ -20,7 +20,6 @@ from typing import Iterator
 import torch
 
 from lmforge.errors import ModelError
-from lmforge.io import read_json
 from lmforge.infer.engine import Engine, end_ids, prompt_ids
 from lmforge.infer.sampling import SamplingParams
 
@@ -68,8 +67,6 @@ def load(name_or_path: str | Path, *, backend: str = "auto", dtype: torch.dtype 
     if path.suffix == ".gguf":
         raise ModelError("a GGUF file runs on the llama.cpp backend", where=str(path), hint="use --backend llamacpp")
     model, tokenizer = load_pretrained(path, dtype=dtype)
-    if quantize and (path / "config.json").is_file() and "quantization_config" in read_json(path / "config.json"):
-        raise ModelError("this model is already quantized", where=str(path), hint="drop --quantize")
     if quantize:
         from lmforge.infer.quantize import quantize_model
 

@@ -1,17 +1,19 @@
 """Weight-only quantization of a model's linear layers for CPU inference, on PyTorch's own kernels:
 int8 per output channel (`aten._weight_int8pack_mm`) and group-wise int4 with a scale and minimum per group
-(`aten._weight_int4pack_mm_for_cpu`, tinygemm's packing). Activations stay in the model's dtype.
+(`aten._weight_int4pack_mm_for_cpu`, tinygemm's packing). The kernels' activations run in compute_dtype() (bf16
+where this CPU's kernels are clearly faster on it, measured, else fp32); each layer returns its input's dtype.
 
-The kernels' activations run in compute_dtype(): bf16 where this CPU's kernels are fast on it (measured, not
-assumed), else fp32. Embeddings and the output head stay as they are (the head is often tied to the embeddings, and llama.cpp's
+Embeddings and the output head stay as they are (the head is often tied to the embeddings, and llama.cpp's
 quantized types keep it at higher precision too). Two ways in: `quantize_model` at load time (`--quantize`),
 or `export_quantized`, a model directory whose safetensors hold the quantized weights (a quarter or an eighth
 of fp32 on disk and in memory) and whose config.json says how (`quantization_config`, under a model_type of
-its own, which transformers refuses by name instead of loading wrongly). The quality cost is measured, not assumed: lmforge.infer.quality.
+its own, which transformers refuses by name instead of loading wrongly). The quality cost is measured, not
+assumed: lmforge.infer.quality.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -51,33 +53,27 @@ def int4_weights(w: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
 
 # --- the layers ------------------------------------------------------------------------------------------------
 
-_COMPUTE_DTYPE: torch.dtype | None = None
-
-
+@functools.cache
 def compute_dtype() -> torch.dtype:
     """The activation dtype the quantized kernels run fastest in on this CPU, measured once per process.
 
     Measured (torch 2.13, 2-core Xeon with AMX, 768x2048, one row): _weight_int8pack_mm takes 1,670 us on fp32
     activations against 150 us on bf16 (a dense fp32 matmul: 206 us); int4 2,800 us against 140 us. Which dtype
     has the fast path is the build's and the CPU's business, so ask the machine rather than assume."""
-    global _COMPUTE_DTYPE
-    if _COMPUTE_DTYPE is None:
-        import time
+    import time
 
-        w = torch.randn(512, 512)
-        q = int8_weights(w)
-        best = None
-        for dtype in (torch.float32, torch.bfloat16):
-            x, scale = torch.randn(1, 512, dtype=dtype), q["scale"].to(dtype)
+    q = int8_weights(torch.randn(512, 512))
+    best = None
+    for dtype in (torch.float32, torch.bfloat16):
+        x, scale = torch.randn(1, 512, dtype=dtype), q["scale"].to(dtype)
+        torch.ops.aten._weight_int8pack_mm(x, q["qweight"], scale)
+        start = time.perf_counter()
+        for _ in range(5):
             torch.ops.aten._weight_int8pack_mm(x, q["qweight"], scale)
-            start = time.perf_counter()
-            for _ in range(5):
-                torch.ops.aten._weight_int8pack_mm(x, q["qweight"], scale)
-            took = time.perf_counter() - start
-            if best is None or took < best[0] * 0.8:  # bf16 only when clearly faster: it costs some precision
-                best = (took, dtype)
-        _COMPUTE_DTYPE = best[1]
-    return _COMPUTE_DTYPE
+        took = time.perf_counter() - start
+        if best is None or took < best[0] * 0.8:  # bf16 only when clearly faster: it costs some precision
+            best = (took, dtype)
+    return best[1]
 
 
 
@@ -116,7 +112,8 @@ class Int4Linear(nn.Module):
         N, half = qweight.shape
         q = torch.stack([qweight & 0xF, qweight >> 4], -1).view(N, 2 * half).to(torch.int32)  # (N, K)
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2), persistent=False)
-        self.register_buffer("scales_and_zeros", scales_and_zeros.to(dtype or compute_dtype(), copy=True).contiguous())  # (G,N,2)
+        self.register_buffer("scales_and_zeros",                                             # (G, N, 2)
+                             scales_and_zeros.to(dtype or compute_dtype(), copy=True).contiguous())
         self.group_size, self.in_features, self.out_features = group_size, 2 * half, N
 
     @classmethod
@@ -159,7 +156,8 @@ def _summary(model: nn.Module, method: str, group_size: int, layers: int, skippe
     weight_bytes = sum(b.numel() * b.element_size() for b in model.buffers() if not b.is_meta) + sum(
         p.numel() * p.element_size() for p in model.parameters())
     return {"method": method, "group_size": group_size if method == "int4" else None, "layers": layers,
-            "skipped": skipped, "bytes": weight_bytes, "compute_dtype": str(compute_dtype()).removeprefix("torch.")}
+            "skipped": skipped, "bytes": weight_bytes,
+            "compute_dtype": str(compute_dtype()).removeprefix("torch.")}
 
 
 def quantize_model(model: nn.Module, method: str, *, group_size: int = 32) -> dict:
@@ -167,6 +165,8 @@ def quantize_model(model: nn.Module, method: str, *, group_size: int = 32) -> di
     _check_method(method)
     if next(model.parameters()).device.type != "cpu":
         raise ModelError("weight-only int8/int4 here runs on the CPU", hint="load the model on the CPU")
+    if any(isinstance(m, (Int8Linear, Int4Linear)) for m in model.modules()):
+        raise ModelError("this model is already quantized", hint="drop --quantize")
     chosen, skipped = quantizable(model, method, group_size)
     for _, parent, attr, linear in chosen:
         setattr(parent, attr, Int8Linear.from_linear(linear) if method == "int8"
@@ -217,7 +217,8 @@ def export_quantized(model_dir: str | os.PathLike, out_dir: str | os.PathLike, m
     return out_dir
 
 
-def load_quantized(model: nn.Module, state: dict[str, torch.Tensor], spec: dict, where: str) -> dict[str, torch.Tensor]:
+def load_quantized(model: nn.Module, state: dict[str, torch.Tensor], spec: dict,
+                   where: str) -> dict[str, torch.Tensor]:
     """Put the quantized layers an export stored (`state`, the model's own names) into `model` (built on the
     meta device); returns the rest of `state` for load_state_dict."""
     method, group_size = spec.get("method"), spec.get("group_size") or 32
