@@ -8,6 +8,7 @@ import typer
 
 from lmforge import __version__
 from lmforge.cli import chat, curate, data, demo, export, generate, models, runs, serve, studio, tokenizer, train
+from lmforge.cli import eval as eval_cmd
 from lmforge.cli import map as map_cmd
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("generate")(generate.generate)
 app.command("chat")(chat.chat)
 app.command("serve")(serve.serve)
 app.command("export")(export.export)
+app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(models.app, name="models")
 app.command("demo")(demo.demo)
 app.command("studio")(studio.studio)

@@ -23,12 +23,15 @@ def byte_lengths(tokenizer) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_loss(model, windows: TokenWindows, bytes_per_token: np.ndarray, *, max_tokens: int | None = None,
-                  batch_size: int = 32, precision: str = "fp32", device: torch.device | str = "cpu") -> dict:
-    """Loss over the windows' targets; masked targets (IGNORE_INDEX, e.g. a chat's prompt) do not count."""
+                  batch_size: int = 32, precision: str = "fp32", device: torch.device | str = "cpu",
+                  per_window: bool = False) -> dict:
+    """Loss over the windows' targets; masked targets (IGNORE_INDEX, e.g. a chat's prompt) do not count.
+    `per_window` adds "windows": [[nats, tokens, bytes] per window] (what the evaluation harness bootstraps)."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
     total_nats, n_tokens, n_bytes = 0.0, 0, 0
+    rows = []
     lengths = torch.from_numpy(bytes_per_token)
     for x, y in windows.sequential(batch_size, max_tokens):
         with autocast(precision, device.type):
@@ -37,8 +40,15 @@ def evaluate_loss(model, windows: TokenWindows, bytes_per_token: np.ndarray, *, 
         kept = y[y != IGNORE_INDEX]                                 # (targets,)
         n_tokens += kept.numel()
         n_bytes += int(lengths[kept].sum())
+        if per_window:
+            nats = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y.to(device),
+                                                     ignore_index=IGNORE_INDEX, reduction="none").sum(1)  # (B,)
+            keep = y != IGNORE_INDEX                                                                      # (B, T)
+            window_bytes = (lengths[y.clamp(min=0)] * keep).sum(1)                                        # (B,)
+            rows += [[n.item(), int(k), int(b)] for n, k, b in zip(nats, keep.sum(1), window_bytes)]
     model.train(was_training)
-    return summarize(total_nats, n_tokens, n_bytes)
+    out = summarize(total_nats, n_tokens, n_bytes)
+    return {**out, "windows": rows} if per_window else out
 
 
 def summarize(total_nats: float, n_tokens: int, n_bytes: int) -> dict:
