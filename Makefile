@@ -43,6 +43,7 @@ bench: install chromium
 	$(BIN)/python benchmarks/near_dedup.py
 	$(BIN)/python benchmarks/map_stages.py
 	$(BIN)/python benchmarks/studio_render.py
+	$(BIN)/python benchmarks/eval_throughput.py
 
 clean:
 	rm -rf runs build dist src/*.egg-info .pytest_cache $(STUDIO)/dist $(STUDIO)/node_modules

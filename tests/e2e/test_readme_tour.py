@@ -35,7 +35,7 @@ TINY = ["model.hidden_size=64", "model.intermediate_size=128", "model.num_hidden
         "train.warmup_steps=2", "train.eval_tokens=2048", "train.final_eval_tokens=8192",
         "train.compile=false"]  # compile costs 20-45 s per run: a size of the test, not of the behaviour
 VERBS = ("data", "tokenizer", "train", "generate", "chat", "serve", "export", "models", "map", "curate", "studio",
-         "demo")
+         "demo", "eval")
 
 
 def tour_commands() -> list[list[str]]:
@@ -265,6 +265,21 @@ class Tour:
         self.run(argv)
         out = self.cwd / _value(argv, "-o", "--out")
         assert out.read_bytes()[:4] == b"GGUF"
+
+    def eval(self, argv):
+        proc = self.run(argv)
+        out = self.cwd / _value(argv, "-o", "--out")
+        report = json.loads((out / "report.json").read_text())
+        tasks = _value(argv, "--tasks", "-t").split(",")
+        assert list(report["results"]) == tasks, proc.stdout
+        for task in tasks:
+            for key, (lo, hi) in report["intervals"][task].items():
+                score = report["results"][task][key]
+                assert lo != lo or lo - 1e-12 <= score <= hi + 1e-12, (task, key, score, lo, hi)
+            assert task in proc.stdout
+        assert report["contamination"]["humaneval"]["status"] in ("checked", "unknown")
+        assert report["lmforge"]["sandbox"]["network"]
+        assert (out / "report.html").read_text().startswith("<!doctype html>")
 
     def generate(self, argv):
         prompt = argv[3]
