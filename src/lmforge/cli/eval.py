@@ -95,7 +95,9 @@ def summary(report: dict) -> str:
         n = report["n-samples"][task]["effective"]
         status = cont.get("status", "")
         if cont.get("splits"):
-            status = f"{cont['splits']['dirty']['n']} of {n} items dirty"
+            unknown = cont["splits"].get("unknown", {}).get("n", 0)
+            status = f"{cont['splits']['dirty']['n']} of {n} items dirty" + (f", {unknown} unknown (lineage "
+                                                                               f"{status})" if unknown else "")
         lines.append(f"{task} ({n} items; contamination: {status})")
         for key, value in res.items():
             if key == "alias" or "_stderr," in key:

@@ -87,6 +87,12 @@ def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
     return cache[0][:size], cache[1][:size]
 
 
+def poly_powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The polynomial hash's P^i and P^-i (mod 2^64) for i < size, cached: for other rolling hashes over the
+    same base (evaluate/contamination.py hashes every 50-character window with them)."""
+    return _powers(size)
+
+
 def words(texts: Sequence[str], *, chars: bool = False) -> Words:
     """Tokenise and hash every word of every text in one vectorised pass (see the module docstring)."""
     n = len(texts)

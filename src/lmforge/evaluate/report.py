@@ -61,27 +61,23 @@ def build_report(results, *, model_dir: Path, settings: dict, bootstrap_iters: i
 
 
 def contamination_section(r, iters: int, seed: int) -> dict:
+    """The check's facts (sources, lineage completeness, per-method dirty counts, agreement) and every metric on
+    the all / clean / dirty / unknown items (evaluate/contamination.py decides each item's status)."""
     check = r.extra.get("contamination_check")
     if check is None:
         return {"status": r.extra.get("contamination", "not checked")}
-    dirty = check.get("dirty")
-    out = {k: v for k, v in check.items() if k not in ("methods", "dirty")}
+    out = {k: v for k, v in check.items() if k not in ("methods", "dirty", "status", "splits", "model")}
+    out["status"] = check["lineage"]                       # complete | partial | unknown
     out["methods"] = {name: {"dirty": int(sum(bool(x) for x in m.get("dirty", [])))}
                       for name, m in check.get("methods", {}).items()}
-    if dirty is None or any(d is None for d in dirty):
-        out["status"] = check.get("status", "unknown")
-        return out
-    out["status"] = "checked"
-    out["dirty_items"] = [i for i, d in enumerate(dirty) if d]
-    splits = {"all": list(range(len(dirty))), "clean": [i for i, d in enumerate(dirty) if not d],
-              "dirty": [i for i, d in enumerate(dirty) if d]}
+    out["item_status"] = check["status"]
     out["splits"] = {}
-    for split, idx in splits.items():
+    for split, idx in check["splits"].items():
         entry = {"n": len(idx)}
         for key, values in r.values.items():
-            if idx and len(values) == len(dirty):
-                s = _scored([values[i] for i in idx], key, iters, seed)
-                entry[key] = {"score": s["score"], "ci": s["ci"]}
+            if idx and len(values) == len(check["status"]):
+                sc = _scored([values[i] for i in idx], key, iters, seed)
+                entry[key] = {"score": sc["score"], "ci": sc["ci"]}
         out["splits"][split] = entry
     return out
 
