@@ -209,3 +209,43 @@ def test_compare_two_reports_pairs_their_items(tmp_path):
     assert result["better"] == "b" and "better: b" in proc.stdout
     bad = run_cli("eval", "compare", tmp_path / "a", tmp_path / "nope")
     assert bad.returncode == 2 and "two report folders" in bad.stderr
+
+
+def test_contamination_from_lineage_splits_every_score(trained_model, small_dataset, tmp_path):
+    """One planted item copied from the model's training split is dirty; invented ones are clean; the report
+    scores the clean and dirty items apart."""
+    from lmforge.data.dataset import Dataset
+    from lmforge.evaluate.run import evaluate
+
+    record = next(r for r in Dataset(small_dataset).records("train") if len(r["text"]) > 3000)
+    lines = record["text"].splitlines()
+    invented = [f"zq{i}x = frobnicate_{i}(wibble, {i})" for i in range(40)]
+    docs = [{"context": "\n".join(lines[:40]) + "\n", "choices": [lines[40], invented[0]], "label": 0}]
+    docs += [{"context": "\n".join(invented[i:i + 6]) + "\n", "choices": [invented[i + 6], invented[i + 7]],
+              "label": 0} for i in range(0, 30, 3)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "t_dirty.yaml").write_text(
+        f"task: t_dirty\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'd.jsonl'}\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{context}}'\ndoc_to_choice: choices\ndoc_to_target: label\n"
+        "target_delimiter: ''\n")
+    report = evaluate(str(trained_model), str(tmp_path / "t_dirty.yaml"))
+    c = report["contamination"]["t_dirty"]
+    assert c["status"] == "complete"
+    assert c["item_status"] == ["dirty"] + ["clean"] * 10
+    assert all(m["dirty"] == 1 for m in c["methods"].values())       # all four methods see the copy
+    assert c["splits"]["dirty"]["n"] == 1 and c["splits"]["clean"]["n"] == 10
+    clean = c["splits"]["clean"]["acc,none"]["score"]
+    assert report["results"]["t_dirty"]["acc,none"] == pytest.approx(
+        (clean * 10 + c["splits"]["dirty"]["acc,none"]["score"]) / 11)
+
+
+def test_perturb_rename_reports_the_paired_change(trained_model, task_dir):
+    from lmforge.evaluate.run import evaluate
+
+    report = evaluate(str(trained_model), str(task_dir / "t_mc.yaml"), perturb="rename", contamination=False)
+    entry = report["perturbation"]["t_mc"]["rename"]["acc,none"]
+    assert entry["original"] == report["results"]["t_mc"]["acc,none"]
+    assert entry["difference"] == pytest.approx(entry["perturbed"] - entry["original"])
+    assert entry["ci"][0] <= entry["difference"] <= entry["ci"][1]
+    assert 0 <= entry["mcnemar"]["p_value"] <= 1
+    assert "Renamed items" in __import__("lmforge.evaluate.report", fromlist=["x"]).render_html(report)

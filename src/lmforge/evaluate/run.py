@@ -117,11 +117,9 @@ def evaluate(model: str, tasks: str | list, *, out: str | os.PathLike | None = N
         if perturb and result.name != "validation":
             result.extra["perturbed"] = _run_one(task, scorer, model_dir, **{**options, "repair": 0},
                                                  perturb_seed=seed)
-        if contamination and result.items is not None:
-            from lmforge.evaluate.contamination import check
-
-            result.extra["contamination_check"] = check(result.items, model_dir, seed=seed)
         results.append(result)
+    if contamination:
+        check_contamination(results, model_dir, seed=seed)
     from lmforge.evaluate.report import build_report, write_report
 
     report = build_report(results, model_dir=model_dir, settings={
@@ -133,6 +131,27 @@ def evaluate(model: str, tasks: str | list, *, out: str | os.PathLike | None = N
         write_report(report, results, Path(out))
         record_eval(model_dir, report, Path(out))
     return report
+
+
+def check_contamination(results: list[TaskResult], model_dir: Path, *, seed: int) -> None:
+    """Every task's items against the training data in one pass over it (reading the data dominates), then each
+    task's share of the verdicts as its own check (its splits and the methods' agreement on its items)."""
+    from lmforge.evaluate.contamination import agreement, check, splits
+
+    checked = [r for r in results if r.items is not None]
+    if not checked:
+        return
+    found = check([item for r in checked for item in r.items], model_dir, seed=seed)
+    start = 0
+    for r in checked:
+        part = slice(start, start + len(r.items))
+        start += len(r.items)
+        methods = {name: {k: v[part] for k, v in m.items()} for name, m in found["methods"].items()}
+        status = found["status"][part]
+        r.extra["contamination_check"] = {
+            **{k: v for k, v in found.items() if k not in ("methods", "dirty", "status", "splits", "agreement")},
+            "methods": methods, "dirty": found["dirty"][part], "status": status, "splits": splits(status),
+            "agreement": agreement({name: m["dirty"] for name, m in methods.items()})}
 
 
 def record_eval(model_dir: Path, report: dict, out: Path) -> None:
