@@ -249,3 +249,15 @@ def test_perturb_rename_reports_the_paired_change(trained_model, task_dir):
     assert entry["ci"][0] <= entry["difference"] <= entry["ci"][1]
     assert 0 <= entry["mcnemar"]["p_value"] <= 1
     assert "Renamed items" in __import__("lmforge.evaluate.report", fromlist=["x"]).render_html(report)
+
+
+def test_compare_two_models_evaluates_both_on_the_same_items(trained_model, task_dir, tmp_path):
+    """The same model twice: every paired difference is exactly zero and neither is better."""
+    proc = run_cli("eval", "compare", trained_model, trained_model, "--tasks", task_dir / "t_mc.yaml", "--limit", "10",
+                   "-o", tmp_path / "cmp.json", check=True)
+    result = json.loads((tmp_path / "cmp.json").read_text())["tasks"]["t_mc"]
+    assert result["items"] == 10
+    for key in ("acc,none", "acc_norm,none"):
+        assert result[key]["difference"] == 0 and result[key]["better"] == "neither"
+        assert result[key]["mcnemar"]["p_value"] == 1.0
+    assert "better: neither" in proc.stdout

@@ -11,10 +11,12 @@ from typer.core import TyperGroup
 
 class _DefaultToRun(TyperGroup):
     """`lmforge eval MODEL ...` means `lmforge eval run MODEL ...`: a first word that is not a subcommand is a
-    model."""
+    model, and so is `code` followed by --tasks (`eval code` takes no --tasks; a model may well be named "code").
+    `lmforge eval run NAME ...` always works."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        tasks = any(a in ("--tasks", "-t") or a.startswith("--tasks=") for a in args)
+        if args and not args[0].startswith("-") and (args[0] not in self.commands or (args[0] == "code" and tasks)):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
