@@ -186,9 +186,13 @@ def test_writes_outside_the_sandbox_do_not_land(tmp_path, monkeypatch):
 
 
 def test_a_4gib_allocation_fails_and_the_parent_is_unharmed():
+    # ru_maxrss of children is the largest any child of this process ever reached (in the full suite a training
+    # subprocess may already hold the record): the sandboxed run must not raise it past 1.5 GiB
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = run_program("x = bytearray(4 << 30)\n")
     assert (out.status, out.detail) == ("failed", "failed: MemoryError")
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < (1 << 30) // 1024 * 3 // 2  # KiB
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert after == before or after < (1 << 30) // 1024 * 3 // 2, (before, after)  # KiB
     bigger = run_program("x = bytearray(1536 << 20)\n", Limits(memory_bytes=3 << 30))  # the limit is the limit
     assert bigger.status == "passed", bigger.detail
 
