@@ -56,8 +56,6 @@ def evaluate_with_lm_eval(model: str, tasks: str, *, out: Path | None = None, li
     returns lm-eval's results dict (written to OUT/report.json)."""
     import json
 
-    from lm_eval.tasks import TaskManager
-
     from lmforge.errors import DataError
     from lmforge.evaluate.builtin import YAML_TASKS, task_file
     from lmforge.evaluate.run import resolve_tasks

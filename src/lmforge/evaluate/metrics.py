@@ -105,9 +105,10 @@ def paired_bootstrap(name: str, a: Sequence, b: Sequence, *, iters: int = BOOTST
     if n < 2:
         return {"difference": diff, "ci": [float("nan"), float("nan")], "p_bootstrap": float("nan")}
     idx = _resample_indices(n, iters, seed)
-    stats = np.array([aggregate(name, [b[i] for i in row]) - aggregate(name, [a[i] for i in row]) for row in idx]) \
-        if METRICS.get(name, (0, "mean"))[1] != "mean" else \
-        np.asarray(b, dtype=np.float64)[idx].mean(1) - np.asarray(a, dtype=np.float64)[idx].mean(1)
+    if METRICS.get(name, ((), "mean"))[1] == "mean":
+        stats = np.asarray(b, dtype=np.float64)[idx].mean(1) - np.asarray(a, dtype=np.float64)[idx].mean(1)
+    else:  # weighted or exponentiated: aggregate each resample as the score itself is aggregated
+        stats = np.array([aggregate(name, [b[i] for i in row]) - aggregate(name, [a[i] for i in row]) for row in idx])
     tail = (1 - CONFIDENCE) / 2 * 100
     lo, hi = np.percentile(stats, [tail, 100 - tail])
     p = min(1.0, 2 * min((stats <= 0).mean(), (stats >= 0).mean()))

@@ -27,11 +27,13 @@ def _scored(values: list, key: str, iters: int, seed: int) -> dict:
 
 def build_report(results, *, model_dir: Path, settings: dict, bootstrap_iters: int = metrics.BOOTSTRAP_ITERS,
                  seed: int = 0) -> dict:
+    import datetime as dt
+
     from lmforge import __version__
-    from lmforge.evaluate.run import now
 
     report = {"results": {}, "groups": {}, "configs": {}, "versions": {}, "n-shot": {}, "higher_is_better": {},
-              "n-samples": {}, "config": settings, "date": now(), "intervals": {}, "contamination": {},
+              "n-samples": {}, "config": settings,
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "intervals": {}, "contamination": {},
               "perturbation": {}, "repair": {}, "lmforge": {"version": __version__, "model": str(model_dir)}}
     for r in results:
         res = {"alias": r.name}

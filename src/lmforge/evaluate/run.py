@@ -6,8 +6,6 @@ append the evaluation to the model's lineage.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 from pathlib import Path
 
@@ -167,10 +165,3 @@ def record_eval(model_dir: Path, report: dict, out: Path) -> None:
     lineage["evals"] = [e for e in lineage.get("evals", []) if e.get("report") != entry["report"]] + [entry]
     write_json(file, lineage)
 
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)
