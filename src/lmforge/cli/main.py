@@ -7,7 +7,8 @@ import sys
 import typer
 
 from lmforge import __version__
-from lmforge.cli import chat, curate, data, demo, export, generate, models, runs, serve, studio, tokenizer, train
+from lmforge.cli import (chat, curate, data, demo, export, generate, merge, models, prune, runs, serve, studio,
+                         tokenizer, train)
 from lmforge.cli import eval as eval_cmd
 from lmforge.cli import map as map_cmd
 
@@ -28,6 +29,8 @@ app.command("generate")(generate.generate)
 app.command("chat")(chat.chat)
 app.command("serve")(serve.serve)
 app.command("export")(export.export)
+app.command("merge")(merge.merge)
+app.command("prune")(prune.prune)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(models.app, name="models")
 app.command("demo")(demo.demo)

@@ -115,7 +115,7 @@ def write_report(report: dict, results, out: Path) -> None:
         (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
 
 
-def _svg(fig) -> str:
+def svg_of(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -125,7 +125,7 @@ def _svg(fig) -> str:
     return text[text.find("<svg"):]
 
 
-def _fmt(x) -> str:
+def fmt(x) -> str:
     return "–" if x is None or x != x else f"{x:.4g}"
 
 
@@ -142,8 +142,8 @@ def render_html(report: dict) -> str:
                 continue
             lo, hi = report["intervals"].get(task, {}).get(key, [None, None])
             status = report["contamination"].get(task, {}).get("status", "")
-            rows.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(key)}</td><td>{_fmt(value)}</td>"
-                        f"<td>[{_fmt(lo)}, {_fmt(hi)}]</td><td>{html.escape(str(status))}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(key)}</td><td>{fmt(value)}</td>"
+                        f"<td>[{fmt(lo)}, {fmt(hi)}]</td><td>{html.escape(str(status))}</td></tr>")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>lmforge evaluation</title><style>"
              "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>",
@@ -170,7 +170,7 @@ def render_html(report: dict) -> str:
             ax.bar(names, scores, yerr=list(zip(*errs)) if errs else None, capsize=4,
                    color=["#888", "#4a8", "#c54"][:len(names)])
             ax.set_title(f"{task}: {key}", fontsize=9)
-        parts += ["<h2>Clean and dirty items</h2>", _svg(fig)]
+        parts += ["<h2>Clean and dirty items</h2>", svg_of(fig)]
         for task, sec in bars:
             methods = ", ".join(f"{m}: {v['dirty']}" for m, v in sec.get("methods", {}).items())
             parts.append(f"<p><b>{html.escape(task)}</b>: dirty items by method — {html.escape(methods)}; "
@@ -182,16 +182,16 @@ def render_html(report: dict) -> str:
         ax.set_xlabel("repair round")
         ax.set_ylabel("pass@1")
         ax.legend()
-        parts += ["<h2>Execution feedback</h2>", _svg(fig)]
+        parts += ["<h2>Execution feedback</h2>", svg_of(fig)]
     if report["perturbation"]:
         parts.append("<h2>Renamed items (paired)</h2><table><tr><th>task</th><th>metric</th><th>original</th>"
                      "<th>renamed</th><th>difference [95%]</th><th>McNemar p</th></tr>")
         for task, sec in report["perturbation"].items():
             for key, e in sec["rename"].items():
                 p = e.get("mcnemar", {}).get("p_value")
-                parts.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(key)}</td><td>{_fmt(e['original'])}"
-                             f"</td><td>{_fmt(e['perturbed'])}</td><td>{_fmt(e['difference'])} [{_fmt(e['ci'][0])}, "
-                             f"{_fmt(e['ci'][1])}]</td><td>{_fmt(p)}</td></tr>")
+                parts.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(key)}</td><td>{fmt(e['original'])}"
+                             f"</td><td>{fmt(e['perturbed'])}</td><td>{fmt(e['difference'])} [{fmt(e['ci'][0])}, "
+                             f"{fmt(e['ci'][1])}]</td><td>{fmt(p)}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)

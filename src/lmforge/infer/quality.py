@@ -76,6 +76,25 @@ def nll(logits_of: Callable[[list[int]], torch.Tensor], chunks: list[list[int]])
     return total, count
 
 
+def divergence(reference: Callable[[list[int]], torch.Tensor], other: Callable[[list[int]], torch.Tensor],
+               chunks: list[list[int]]) -> dict:
+    """Both models on the same chunks: summed next-token NLL of each, mean per-token KL(reference ‖ other) over
+    the whole vocabulary, and the share of positions where their most likely next tokens agree."""
+    nll_ref = nll_other = kl = 0.0
+    agree = count = 0
+    for ids in chunks:
+        target = torch.tensor(ids[1:])                                                    # (T-1,)
+        lp = torch.log_softmax(reference(ids)[:-1].float(), -1)                           # (T-1, V)
+        lq = torch.log_softmax(other(ids)[:-1].float(), -1)                               # (T-1, V)
+        nll_ref -= lp.gather(1, target[:, None]).sum().item()
+        nll_other -= lq.gather(1, target[:, None]).sum().item()
+        kl += (lp.exp() * (lp - lq)).sum().item()
+        agree += int((lp.argmax(-1) == lq.argmax(-1)).sum())
+        count += len(ids) - 1
+    return {"tokens": count, "nll_reference": nll_ref, "nll": nll_other, "kl": kl / max(1, count),
+            "top1_agreement": agree / max(1, count)}
+
+
 def torch_logits(model) -> Callable[[list[int]], torch.Tensor]:
     @torch.no_grad()
     def logits_of(ids: list[int]) -> torch.Tensor:
@@ -98,7 +117,8 @@ def gguf_logits(file: Path, context: int) -> Callable[[list[int]], torch.Tensor]
 def perplexity_change(model_dir: str | os.PathLike, quantized: str | os.PathLike, *,
                       max_tokens: int = 4096) -> dict | None:
     """Perplexity of the fp32 model at `model_dir` and of `quantized` (a .gguf file, or a model directory such
-    as a torch int8/int4 export) on the same held-out tokens; None when there is no text at all."""
+    as a torch int8/int4 export or a pruned model) on the same held-out tokens, with their KL divergence and
+    top-1 agreement (`divergence`); None when there is no text at all."""
     from lmforge.model.hf import load_pretrained, load_model
 
     model_dir, quantized = Path(model_dir), Path(quantized)
@@ -107,12 +127,11 @@ def perplexity_change(model_dir: str | os.PathLike, quantized: str | os.PathLike
     measured_on, chunks = held_out_chunks(model_dir, tokenizer, context, max_tokens)
     if not chunks:
         return None
-    nll_fp32, count = nll(torch_logits(model), chunks)
-    del model
     other = gguf_logits(quantized, context) if quantized.suffix == ".gguf" else torch_logits(load_model(quantized))
-    nll_q, _ = nll(other, chunks)
-    ppl_fp32, ppl = float(np.exp(nll_fp32 / count)), float(np.exp(nll_q / count))
-    return {"tokens": count, "ppl_fp32": ppl_fp32, "ppl": ppl, "change": ppl / ppl_fp32 - 1.0,
+    d = divergence(torch_logits(model), other, chunks)
+    ppl_fp32, ppl = float(np.exp(d["nll_reference"] / d["tokens"])), float(np.exp(d["nll"] / d["tokens"]))
+    return {"tokens": d["tokens"], "ppl_fp32": ppl_fp32, "ppl": ppl, "change": ppl / ppl_fp32 - 1.0,
+            "ppl_ratio": ppl / ppl_fp32, "kl": d["kl"], "top1_agreement": d["top1_agreement"],
             "measured_on": measured_on}
 
 

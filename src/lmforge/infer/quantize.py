@@ -139,16 +139,13 @@ def _check_method(method: str) -> None:
 def quantizable(model: nn.Module, method: str, group_size: int = 32):
     """The linear layers of every block that `method` can take: ([(name, parent, attribute, linear)], skipped)."""
     chosen, skipped = [], []
-    for i, block in enumerate(model.layers):
-        for part, parent in (("self_attn", block.self_attn), ("mlp", block.mlp)):
-            for attr, child in parent.named_children():
-                if not isinstance(child, nn.Linear):
-                    continue
-                name = f"layers.{i}.{part}.{attr}"
-                if method == "int4" and child.in_features % group_size:
-                    skipped.append(f"{name} ({child.in_features} inputs, not a multiple of {group_size})")
-                    continue
-                chosen.append((name, parent, attr, child))
+    for name, parent, attr, child in model.block_linears():
+        if not isinstance(child, nn.Linear):
+            continue
+        if method == "int4" and child.in_features % group_size:
+            skipped.append(f"{name} ({child.in_features} inputs, not a multiple of {group_size})")
+            continue
+        chosen.append((name, parent, attr, child))
     return chosen, skipped
 
 

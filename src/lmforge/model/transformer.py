@@ -166,6 +166,16 @@ class Transformer(nn.Module):
                 else:
                     p.normal_(0.0, std, generator=gen)
 
+    def block_linears(self):
+        """(name, parent, attribute, module) of every linear layer inside the blocks, in order: what LoRA adapts,
+        quantization shrinks and pruning thins (never the embeddings or the output head). `module` is whatever
+        sits there now (nn.Linear, or a wrapper such as LoRALinear or a quantized layer)."""
+        for i, block in enumerate(self.layers):
+            for part, parent in (("self_attn", block.self_attn), ("mlp", block.mlp)):
+                for attr, child in parent.named_children():
+                    if attr.endswith("_proj"):
+                        yield f"layers.{i}.{part}.{attr}", parent, attr, child
+
     def extend_rotary(self, positions: int) -> None:
         """Make the rotary tables cover `positions` (generating past the trained context)."""
         if positions > self.rope_cos.shape[0]:

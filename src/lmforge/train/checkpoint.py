@@ -1,6 +1,6 @@
 """Atomic, checksummed checkpoints: RUN/checkpoints/step-NNNNNNN/ holds exactly `TrainState.state_dict()`.
 
-    model.safetensors   the weights, under Hugging Face names
+    model.safetensors   the weights, under Hugging Face names (a LoRA run: the adapters, under PEFT's)
     optimizer.pt        the optimizer state
     state.pt            step, tokens, data cursor, lr scale, RNG streams, method states
     state.json          the same scalars, readable (plus the validation loss when one was measured)
@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from lmforge.io import atomic_dir, read_json, sha256_file, write_json
-from lmforge.model.hf import from_hf_state_dict, to_hf_state_dict
 
 FILES = ("model.safetensors", "optimizer.pt", "state.pt", "state.json")
 SCALARS = ("step", "tokens", "data_position", "lr_scale")
@@ -33,17 +32,44 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(state, *, keep: int, keep_best: bool = False, val_loss: float | None = None) -> Path:
+    path = write_checkpoint(state, Path(state.run_dir) / "checkpoints" / f"step-{state.step:07d}", val_loss)
+    prune(state.run_dir, keep=keep, keep_best=keep_best)
+    return path
+
+
+def write_checkpoint(state, path: Path, val_loss: float | None = None) -> Path:
+    """`state.state_dict()` as a checkpoint directory at `path`, atomically."""
     from safetensors.torch import save_file
 
     sd = state.state_dict()
-    path = Path(state.run_dir) / "checkpoints" / f"step-{state.step:07d}"
     with atomic_dir(path, overwrite=True, durable=True) as tmp:
-        save_file(to_hf_state_dict(state.model), str(tmp / "model.safetensors"))
+        save_file(sd["model"], str(tmp / "model.safetensors"))
         torch.save(sd["optimizer"], tmp / "optimizer.pt")
         torch.save({k: v for k, v in sd.items() if k not in ("model", "optimizer")}, tmp / "state.pt")
         write_json(tmp / "state.json", {**{k: sd[k] for k in SCALARS}, "val_loss": val_loss})
         write_json(tmp / "manifest.json", {name: sha256_file(tmp / name) for name in FILES})
-    prune(state.run_dir, keep=keep, keep_best=keep_best)
+    return path
+
+
+def seed_checkpoint(source: Path, run_dir: Path, *, weights: dict[str, torch.Tensor],
+                    reset_optimizer: bool = True) -> Path:
+    """Start `run_dir` from the checkpoint at `source` with `weights` in place of its model: training that
+    directory continues from that step (its schedule, data position and RNG streams) with these weights and,
+    with `reset_optimizer`, a fresh optimizer state. What the lottery ticket's rewinding is made of."""
+    from safetensors.torch import save_file
+
+    rest = torch.load(source / "state.pt", weights_only=False)
+    optimizer = torch.load(source / "optimizer.pt", weights_only=True)
+    if reset_optimizer:
+        optimizer = {"optimizers": [{**o, "state": {}} for o in optimizer["optimizers"]]}
+    rest["methods"] = {k: v for k, v in rest.get("methods", {}).items() if k != "PruningMask"}
+    path = Path(run_dir) / "checkpoints" / source.name
+    with atomic_dir(path, overwrite=True, durable=True) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(optimizer, tmp / "optimizer.pt")
+        torch.save(rest, tmp / "state.pt")
+        write_json(tmp / "state.json", {**{k: rest[k] for k in SCALARS}, "val_loss": None})
+        write_json(tmp / "manifest.json", {name: sha256_file(tmp / name) for name in FILES})
     return path
 
 
@@ -89,9 +115,8 @@ def load_checkpoint(path: Path, state) -> dict[str, Any]:
     """Restore `state` from the checkpoint at `path`; returns its state.json."""
     from safetensors.torch import load_file
 
-    model = state.model
-    weights = from_hf_state_dict(load_file(str(path / "model.safetensors")), model.config, str(path))
+    weights = load_file(str(path / "model.safetensors"))
     rest = torch.load(path / "state.pt", weights_only=False)  # our own file, verified by the manifest
     optimizer = torch.load(path / "optimizer.pt", weights_only=True)
-    state.load_state_dict({**rest, "model": weights, "optimizer": optimizer})
+    state.load_state_dict({**rest, "model": weights, "optimizer": optimizer, "where": str(path)})
     return read_json(path / "state.json")

@@ -19,6 +19,7 @@ from lmforge.config import Strict, apply_override, load_yaml, validate
 from lmforge.errors import RecipeError
 from lmforge.io import atomic_write_text
 from lmforge.model.config import ModelConfig
+from lmforge.model.lora import LoRAConfig
 
 RUN_RECIPE = "recipe.yaml"
 RUN_OVERRIDES = "overrides.yaml"
@@ -117,9 +118,18 @@ class Recipe(Strict):
     tokenizer: TokenizerSpec | None = Field(None, description="required unless init_from gives the tokenizer")
     model: ModelConfig = ModelConfig()
     train: TrainSpec = TrainSpec()
+    lora: LoRAConfig | None = Field(None, description="train low-rank adapters on a frozen init_from base "
+                                                      "instead of every weight (writes RUN/adapter/ too)")
+    mask: str | None = Field(None, description="a pruning mask (mask.safetensors from `lmforge prune`) held fixed "
+                                               "while training: pruned weights stay exactly zero")
 
     @model_validator(mode="after")
     def _tokenizer_and_model_source(self):
+        if self.lora is not None and self.mask is not None:
+            raise PydanticCustomError("mask", "mask and lora do not combine: merged adapters would fill the "
+                                      "pruned weights; retrain the pruned model fully, or adapt the dense one")
+        if self.lora is not None and self.init_from is None:
+            raise PydanticCustomError("lora", "a lora: section adapts a base model: set init_from to its directory")
         if self.init_from is None and self.tokenizer is None:
             raise PydanticCustomError("tokenizer", "a recipe needs a tokenizer section (path or vocab_size) "
                                       "unless init_from names a model directory")
@@ -159,6 +169,9 @@ FOLLOW_TOKENIZER = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"
 def recipe_data(recipe: Recipe) -> dict:
     """The recipe as plain data, as `recipe.yaml` and the model's lineage record it."""
     data = recipe.model_dump(mode="json")
+    if recipe.init_from is not None:  # the base brings both; a dump naming them would be refused on --resume
+        del data["model"], data["tokenizer"]
+        return data
     for key in FOLLOW_TOKENIZER:
         if key not in recipe.model.model_fields_set:
             data["model"].pop(key)

@@ -28,12 +28,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def build_model(recipe, tokenizer) -> Transformer:
-    """A fresh model sized by the recipe, its token ids from the tokenizer; or, with init_from, that model."""
+    """A fresh model sized by the recipe, its token ids from the tokenizer; or, with init_from, that model
+    (with `lora:`, frozen, its chosen layers wrapped in adapters and its base quantized as asked)."""
     if recipe.init_from is not None:
         from lmforge.model.hf import load_model
 
-        return load_model(recipe.init_from).train()
+        model = load_model(recipe.init_from).train()
+        if recipe.lora is not None:
+            from lmforge.model.lora import add_lora, quantize_base
+
+            add_lora(model, recipe.lora, seed=recipe.seed)
+            skipped = quantize_base(model, recipe.lora)
+            if skipped:
+                warnings.warn(f"lora.base {recipe.lora.base}: {len(skipped)} layers stay fp32: {'; '.join(skipped)}")
+        return model
     config = recipe.model.model_copy(update={
         "vocab_size": tokenizer.vocab_size, "bos_token_id": tokenizer.bos_id,
         "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id,
@@ -96,6 +115,7 @@ def setup(recipe, run_dir: Path, *, progress: bool = True, world: World | None =
     with in_turns(world):  # rank 0 fills the caches (corpus, tokenizer, packed shards); the others read them
         prep = prepare(recipe, progress=progress and world.is_main)
     train_data, val_data = build_data(recipe, prep)
+    seed_everything(recipe.seed)  # what a step draws (dropout) starts from the seed; a resume restores the streams
     model = build_model(recipe, prep.tokenizer)
     if spec.seq_len > model.config.max_position_embeddings:
         raise RecipeError(f"train.seq_len {spec.seq_len} exceeds model.max_position_embeddings "

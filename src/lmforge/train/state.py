@@ -76,10 +76,14 @@ class TrainState:
         """A rollback needs a target even before the first checkpoint interval."""
         return self.spec.spike_guard.enabled
 
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
     def run_facts(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "precision": self.precision, "device": str(self.device),
                 "compile": self.compiled, "world_size": self.world.size, "threads": torch.get_num_threads(),
-                "parameters": self.model.config.num_parameters()}
+                "parameters": self.model.config.num_parameters(), "trainable_parameters": self.trainable_parameters}
 
     def say(self, text: str) -> None:
         """A line above the progress bar (or on stderr without one), on rank 0."""
@@ -99,7 +103,7 @@ class TrainState:
         return {
             "step": self.step, "tokens": self.tokens, "data_position": self.data_position,
             "lr_scale": self.lr_scale,
-            "model": self.model.state_dict(),
+            "model": model_weights(self.model),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(self.device),
             "methods": {m.name: m.state_dict() for m in self.methods},
@@ -108,11 +112,31 @@ class TrainState:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step, self.tokens = sd["step"], sd["tokens"]
         self.data_position, self.lr_scale = sd["data_position"], sd["lr_scale"]
-        self.model.load_state_dict(sd["model"], strict=not self.model.config.tie_word_embeddings)
+        restore_model_weights(self.model, sd["model"], where=sd.get("where", "checkpoint"))
         self.optimizer.load_state_dict(sd["optimizer"])
         set_rng_state(sd["rng"])
         for m in self.methods:
             m.load_state_dict(sd["methods"].get(m.name, {}))
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of the model: its weights under Hugging Face names, or, for a LoRA run (a frozen
+    base plus adapters), the adapters alone under PEFT's names (the base is the init_from directory)."""
+    from lmforge.model.hf import to_hf_state_dict
+    from lmforge.model.lora import adapter_state_dict, lora_layers
+
+    return adapter_state_dict(model) if lora_layers(model) else to_hf_state_dict(model)
+
+
+def restore_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], *, where: str) -> None:
+    from lmforge.model.hf import from_hf_state_dict
+    from lmforge.model.lora import load_adapter_state_dict, lora_layers
+
+    if lora_layers(model):
+        load_adapter_state_dict(model, weights, where)
+    else:
+        model.load_state_dict(from_hf_state_dict(weights, model.config, where),
+                              strict=not model.config.tie_word_embeddings)
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

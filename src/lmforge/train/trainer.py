@@ -60,6 +60,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
     exists = existing_run(run_dir, recipe, resume)
     if exists and (done := finished_summary(run_dir, recipe)) is not None:
         return done
+    base_sha256 = weights_sha256(recipe.init_from) if recipe.lora is not None else None
     state = setup(recipe, run_dir, progress=progress, methods=methods)
     if on_prepared is not None:
         on_prepared(state.prepared, state.model, state.val_data, state.bytes_per_token)
@@ -78,8 +79,9 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
         train_seconds = time.perf_counter() - t0
         from lmforge.train.methods.validation import evaluate
 
-        state.final = evaluate(state, recipe.train.final_eval_tokens)
-        model_dir = export(state) if state.world.is_main else None
+        exported = exported_model(state)
+        state.final = evaluate(state, recipe.train.final_eval_tokens, model=exported)
+        model_dir = export(state, exported, base_sha256) if state.world.is_main else None
         state.log.event("finished", step=state.step, final_val_loss=state.final["loss"])
         run_event(Event.FIT_END, state)
         return summary(state, model_dir, train_seconds)
@@ -91,7 +93,30 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, progress: bo
         shutdown(state.world)
 
 
-def export(state) -> Path:
+def weights_sha256(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of every weight file of a model directory: a LoRA run checks its frozen base never changed."""
+    from lmforge.io import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(Path(model_dir).glob("*.safetensors"))}
+
+
+def exported_model(state):
+    """The model a run exports: the trained one, or for a LoRA run the fp32 init_from base with the adapters
+    merged in (over a quantized base the adapters were trained against int8/int4 weights, so the final
+    validation is measured on this merged model, not on the one that trained)."""
+    from lmforge.model.lora import lora_layers
+
+    if not lora_layers(state.model):
+        return state.model
+    from lmforge.model.hf import load_model
+    from lmforge.model.lora import add_lora, adapter_state_dict, load_adapter_state_dict, merge_lora
+
+    merged = add_lora(load_model(state.recipe.init_from), state.recipe.lora)
+    load_adapter_state_dict(merged, adapter_state_dict(state.model), "the trained adapters")
+    return merge_lora(merged).to(state.device).eval()
+
+
+def export(state, model, base_sha256: dict | None = None) -> Path:
     from lmforge.model.hf import save_pretrained
 
     prep, recipe = state.prepared, state.recipe
@@ -108,7 +133,17 @@ def export(state) -> Path:
         "tokens": state.tokens,
         "validation": state.final,
     }
-    return save_pretrained(state.model, state.run_dir / "model", tokenizer=prep.tokenizer, lineage=lineage,
+    if recipe.lora is not None:
+        from lmforge.model.lora import save_adapter
+
+        if weights_sha256(recipe.init_from) != base_sha256:
+            raise RecipeError("the base model's weight files changed during the LoRA run", where=recipe.init_from,
+                              hint="another process wrote to init_from; retrain from an unchanging copy")
+        lineage["lora"] = {"adapter": str((state.run_dir / "adapter").resolve()), "base": recipe.init_from,
+                           "base_sha256": base_sha256, "trainable_parameters": state.trainable_parameters,
+                           "parameters": state.model.config.num_parameters()}
+        save_adapter(state.model, state.run_dir / "adapter", recipe.lora, base=recipe.init_from, lineage=lineage)
+    return save_pretrained(model, state.run_dir / "model", tokenizer=prep.tokenizer, lineage=lineage,
                            generation={"do_sample": True, "temperature": 0.8, "top_p": 0.95})
 
 

@@ -15,6 +15,10 @@ def default_methods(state) -> list[Method]:
 
     spec = state.spec
     methods: list[Method] = [Metrics()]
+    if state.recipe.mask is not None:  # first after metrics: what validation and checkpoints see is masked
+        from lmforge.train.methods.pruning_mask import PruningMask
+
+        methods.append(PruningMask(state.recipe.mask))
     if state.world.is_main:
         methods.append(Tracking(spec.trackers))
     if spec.spike_guard.enabled:

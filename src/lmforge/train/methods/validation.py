@@ -17,7 +17,8 @@ class Validation(Method):
         state.evaluated = True
 
 
-def evaluate(state, max_tokens: int) -> dict:
-    """Validation on the model itself (never the compiled wrapper: eval shapes differ from training's)."""
-    return evaluate_loss(state.model, state.val_data, state.bytes_per_token, max_tokens=max_tokens,
+def evaluate(state, max_tokens: int, model=None) -> dict:
+    """Validation on the model itself (never the compiled wrapper: eval shapes differ from training's), or on
+    `model` (the exported form of it: a LoRA run's merged model)."""
+    return evaluate_loss(model or state.model, state.val_data, state.bytes_per_token, max_tokens=max_tokens,
                          precision=state.precision, device=state.device)
