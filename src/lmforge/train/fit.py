@@ -10,7 +10,7 @@ import torch
 
 from lmforge.train.dist import all_sum, any_rank, sum_gradients
 from lmforge.train.events import Event
-from lmforge.train.loss import count_targets, cross_entropy_sum
+from lmforge.train.loss import count_targets, language_model_loss
 from lmforge.train.methods import run_event
 from lmforge.train.precision import autocast
 from lmforge.train.schedule import lr_at
@@ -29,7 +29,8 @@ def fit(state) -> None:
                 state.step, lr=spec.lr, warmup=spec.warmup_steps, total=spec.max_steps, min_ratio=spec.min_lr_ratio))
             step_loss = 0.0
             for inputs, targets in state.batch:
-                loss = micro_loss(state.forward, inputs, targets, state.targets, state.precision, state.device)
+                loss = micro_loss(state.forward, inputs, targets, state.targets, state.precision, state.device,
+                                  state.loss_fn)
                 state.micro_loss = loss.item()
                 run_event(Event.AFTER_FORWARD, state)
                 loss.backward()
@@ -60,11 +61,12 @@ def draw_batch(state) -> list:
     return micro
 
 
-def micro_loss(forward, inputs, targets, n_targets: int, precision: str, device) -> torch.Tensor:
+def micro_loss(forward, inputs, targets, n_targets: int, precision: str, device,
+               loss_fn=language_model_loss) -> torch.Tensor:
     """This micro-batch's summed loss over the step's target count: the gradients add up to the mean."""
     with autocast(precision, torch.device(device).type):
         logits = forward(inputs)                                     # (B, T, V)
-    return cross_entropy_sum(logits, targets) / max(1, n_targets)
+    return loss_fn(logits, inputs, targets) / max(1, n_targets)
 
 
 def set_lr(optimizer, lr: float) -> float:

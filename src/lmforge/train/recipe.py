@@ -109,6 +109,17 @@ class TrainSpec(Strict):
         [], description="trackers besides TensorBoard (always on): mlflow, wandb (offline)")
 
 
+class DistillSpec(Strict):
+    """Train the model on a teacher's logits as well as on the data (Hinton et al. 2015)."""
+    teacher: str = Field(..., description="the teacher's model directory (same tokenizer: set tokenizer.path "
+                                          "to it, or init_from a model that shares it)")
+    temperature: float = Field(2.0, gt=0, description="both distributions are softened by this before the KL")
+    weight: float = Field(0.5, ge=0, le=1, description="share of the KL term; cross-entropy gets 1 - weight")
+    kind: Literal["forward", "reverse"] = Field(
+        "forward", description="forward: KL(teacher || student), covers the teacher's modes; reverse: "
+                               "KL(student || teacher), seeks its main one")
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 1337
@@ -120,6 +131,7 @@ class Recipe(Strict):
     train: TrainSpec = TrainSpec()
     lora: LoRAConfig | None = Field(None, description="train low-rank adapters on a frozen init_from base "
                                                       "instead of every weight (writes RUN/adapter/ too)")
+    distill: DistillSpec | None = Field(None, description="learn from a teacher model's logits too")
     mask: str | None = Field(None, description="a pruning mask (mask.safetensors from `lmforge prune`) held fixed "
                                                "while training: pruned weights stay exactly zero")
 

@@ -37,6 +37,7 @@ class TrainState:
     world: World
     methods: list = field(default_factory=list)
     log: Any = None                  # runlog.RunLog on rank 0, NullLog elsewhere
+    loss_fn: Any = None              # (logits, inputs, targets) -> summed loss (train/loss.py); set by setup()
     show_progress: bool = True
 
     # durable: saved by state_dict()
