@@ -35,7 +35,7 @@ TINY = ["model.hidden_size=64", "model.intermediate_size=128", "model.num_hidden
         "train.warmup_steps=2", "train.eval_tokens=2048", "train.final_eval_tokens=8192",
         "train.compile=false"]  # compile costs 20-45 s per run: a size of the test, not of the behaviour
 VERBS = ("data", "tokenizer", "train", "generate", "chat", "serve", "export", "models", "map", "curate", "studio",
-         "demo", "eval")
+         "demo", "eval", "prune", "merge")
 
 
 def tour_commands() -> list[list[str]]:
@@ -66,7 +66,12 @@ def rewrite(argv: list[str]) -> list[str]:
     """The command with only its sizes changed (see the module docstring)."""
     if argv[:2] == ["lmforge", "train"] and "--resume" not in argv:
         argv = [a for i, a in enumerate(argv) if a != "--max-steps" and argv[i - 1] != "--max-steps"]
-        argv += [x for kv in TINY for x in ("--set", kv)] + ["--max-steps", str(TRAIN_STEPS)]
+        adapts = any(a.endswith("lora.yaml") or a.startswith("init_from=") for a in argv)  # the base sets the model
+        sizes = [kv for kv in TINY if not adapts or kv.startswith("train.")]
+        argv += [x for kv in sizes for x in ("--set", kv)] + ["--max-steps", str(TRAIN_STEPS)]
+    if argv[:2] == ["lmforge", "prune"] and "lottery" in argv:
+        argv = [a for i, a in enumerate(argv) if a != "--levels" and argv[i - 1] != "--levels"] + ["--levels", "1"]
+        argv += [x for kv in TINY + ["train.max_steps=30"] for x in ("--set", kv)]
     if argv[:2] == ["lmforge", "map"] and "--open" in argv:
         argv = argv + ["--port", "0"]                  # a shared machine: the default port may be taken
     if argv[:2] == ["lmforge", "serve"]:
@@ -203,6 +208,9 @@ class Tour:
         for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "lmforge.json"):
             assert (model / name).is_file(), name
         lineage = json.loads((model / "lmforge.json").read_text())
+        if saved.get("lora"):                           # the adapter in PEFT's layout beside the merged model
+            assert json.loads((run / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+            assert lineage["lora"]["trainable_parameters"] < lineage["lora"]["parameters"]
         if saved["data"]["path"]:
             data_hash = json.loads((self.cwd / saved["data"]["path"] / "dataset.json").read_text())["content_hash"]
             assert lineage["dataset"]["content_hash"] == data_hash
@@ -281,6 +289,19 @@ class Tour:
         assert report["contamination"]["humaneval"]["splits"]["all"]["n"] == 164
         assert report["lmforge"]["sandbox"]["network"]
         assert (out / "report.html").read_text().startswith("<!doctype html>")
+
+    def prune(self, argv):
+        proc = self.run(argv)
+        out = self.cwd / _value(argv, "-o", "--out")
+        if "lottery" in argv:
+            report = json.loads((out / "report.json").read_text())
+            assert [(r["kind"], r["level"]) for r in report["runs"]] == [("dense", 0), ("ticket", 1), ("reinit", 1),
+                                                                        ("random", 1)]
+            assert (out / "report.html").is_file() and "ticket level 1: density 0.800" in proc.stdout
+        else:
+            cost = json.loads((out / "compression.json").read_text())
+            assert abs(cost["linear_density"] - (1 - float(_value(argv, "--sparsity")))) < 1e-3
+            assert cost["ppl_ratio"] > 0 and 0 <= cost["top1_agreement"] <= 1
 
     def generate(self, argv):
         prompt = argv[3]

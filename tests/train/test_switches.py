@@ -45,16 +45,16 @@ def counting_checkpoint(monkeypatch) -> list:
                                     {"activation_checkpointing": True}],
                          ids=["bf16", "fp32", "compile", "activation-checkpointing"])
 def test_each_switch_trains(small_dataset, small_tokenizer, tmp_path, monkeypatch, switch):
-    import lmforge.train.fit as fit_module
+    import lmforge.train.loss as loss_module
 
     calls = counting_checkpoint(monkeypatch)
     dtypes = set()  # the dtype of the logits the training loss sees: bf16 under autocast, else fp32
 
-    def cross_entropy_sum(logits, targets, _real=fit_module.cross_entropy_sum):
+    def cross_entropy_sum(logits, targets, _real=loss_module.cross_entropy_sum):
         dtypes.add(logits.dtype)
         return _real(logits, targets)
 
-    monkeypatch.setattr(fit_module, "cross_entropy_sum", cross_entropy_sum)
+    monkeypatch.setattr(loss_module, "cross_entropy_sum", cross_entropy_sum)
     raw = tiny_recipe(small_dataset, small_tokenizer, **{**SHORT, **switch})
     result = train(parse_recipe(raw), tmp_path / "run", progress=False)
     curve = losses(tmp_path / "run")

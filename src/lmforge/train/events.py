@@ -7,7 +7,7 @@ while state.step < max_steps and not state.stop:
     BATCH_START                        # state.batch: this step's micro-batches; lr set
     for inputs, targets in state.batch:
         logits = forward(inputs)
-        loss = cross_entropy_sum(logits, targets) / state.targets
+        loss = state.loss_fn(logits, inputs, targets) / state.targets   # summed CE (or CE + KL, distilling)
         AFTER_FORWARD                  # state.micro_loss
         loss.backward()
         AFTER_BACKWARD
