@@ -257,13 +257,16 @@ def distill(model: Path, work: Path, seeds: int, steps: int) -> dict:
             "goal": "student 1/3-1/2 of the teacher, ppl <= 1.3x the teacher's and below the CE-only student"}
 
 
-def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int) -> dict:
+def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int, batch: int) -> dict:
+    """The demo recipe shortened (steps, micro-batch) and run eager: 1 + 3L trainings per seed, each too short
+    for torch.compile's 20-45 s warm-up to pay back."""
     from lmforge.compress.lottery import lottery as run_lottery
     from lmforge.io import read_json
     from lmforge.train.recipe import parse_recipe
 
     raw = json.loads(json.dumps(read_json(model / "lmforge.json")["recipe"]))
     raw["train"] |= {"max_steps": steps, "eval_interval": steps, "checkpoint_interval": max(50, steps // 4),
+                     "micro_batch_size": batch, "compile": False,
                      "warmup_steps": min(raw["train"]["warmup_steps"], steps // 10)}
     out = []
     for seed in range(seeds):
@@ -274,11 +277,19 @@ def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int) -> dic
     by = {}
     for report in out:
         for row in report["runs"]:
-            by.setdefault((row["kind"], row["level"]), []).append(row["val_bpb"])
-    table = [{"kind": k, "level": lv, "density": 0.8 ** lv, "bpb_mean": statistics.mean(v),
-              "bpb_std": statistics.stdev(v) if len(v) > 1 else None} for (k, lv), v in sorted(by.items())]
-    return {"steps": steps, "levels": levels, "table": table, "goal": "ticket matches dense within one std down to "
-            "<= 51% density, better than both controls there"}
+            by.setdefault((row["kind"], row["level"]), []).append(row)
+
+    def stats(rows, key):
+        v = [r[key] for r in rows]
+        return statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None
+    table = []
+    for (kind, level), rows in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        (loss, loss_sd), (bpb, bpb_sd) = stats(rows, "val_loss"), stats(rows, "val_bpb")
+        table.append({"kind": kind, "level": level, "density": rows[0]["density"], "loss_mean": loss,
+                      "loss_std": loss_sd, "bpb_mean": bpb, "bpb_std": bpb_sd})
+    return {"steps": steps, "micro_batch_size": batch, "levels": levels, "rewind_step": max(1, steps // 50),
+            "table": table, "goal": "ticket matches dense within one std down to <= 51% density, better than "
+            "both controls there"}
 
 
 def main() -> None:
@@ -291,7 +302,8 @@ def main() -> None:
     ap.add_argument("--lora-lr", type=float, help="the adapters' learning rate (default: recipes/lora.yaml's)")
     ap.add_argument("--lora-kinds", default=",".join(LORA_KINDS), help="which of the trainings to run")
     ap.add_argument("--distill-steps", type=int, default=1000)
-    ap.add_argument("--lottery-steps", type=int, default=300)
+    ap.add_argument("--lottery-steps", type=int, default=200)
+    ap.add_argument("--lottery-batch", type=int, default=8, help="the lottery's micro-batch (the demo's: 16)")
     ap.add_argument("--levels", type=int, default=4, help="lottery levels: density 0.8^L (4: 41%%)")
     ap.add_argument("--out", default=str(OUT), help="the results file (sections merge into it)")
     args = ap.parse_args()
@@ -313,7 +325,7 @@ def main() -> None:
         elif section == "distill":
             res = distill(model, work, args.seeds, args.distill_steps)
         elif section == "lottery":
-            res = lottery(model, work, args.seeds, args.lottery_steps, args.levels)
+            res = lottery(model, work, args.seeds, args.lottery_steps, args.levels, args.lottery_batch)
         else:
             sys.exit(f"unknown section {section}")
         results[section] = {**res, "machine": machine(), "model": str(model), "seconds": time.perf_counter() - t0,
