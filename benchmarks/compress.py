@@ -301,7 +301,7 @@ def main() -> None:
     ap.add_argument("--lora-steps", type=int, default=150)
     ap.add_argument("--lora-lr", type=float, help="the adapters' learning rate (default: recipes/lora.yaml's)")
     ap.add_argument("--lora-kinds", default=",".join(LORA_KINDS), help="which of the trainings to run")
-    ap.add_argument("--distill-steps", type=int, default=1000)
+    ap.add_argument("--distill-steps", type=int, default=400)
     ap.add_argument("--lottery-steps", type=int, default=200)
     ap.add_argument("--lottery-batch", type=int, default=8, help="the lottery's micro-batch (the demo's: 16)")
     ap.add_argument("--levels", type=int, default=4, help="lottery levels: density 0.8^L (4: 41%%)")

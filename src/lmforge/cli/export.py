@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-FORMATS = {"gguf": ("f16", "q8_0", "q4_0"), "ollama": ("f16", "q8_0", "q4_0"), "torch": ("int8", "int4")}
+# the first type of each is the default (lmforge.infer.gguf.TYPES is the GGUF list; not imported: numpy)
+FORMATS = {"gguf": ("f16", "q8_0", "q4_0", "f32"), "ollama": ("f16", "q8_0", "q4_0", "f32"), "torch": ("int8", "int4")}
 
 
 def export(
@@ -18,7 +19,7 @@ def export(
                                        "(ollama, torch); default: NAME-TYPE.gguf, NAME-ollama/ or NAME-TYPE/ here."),
     format: str = typer.Option("gguf", "--format", help="gguf, ollama (the GGUF plus a Modelfile) or torch (a "
                                "model directory with int8/int4 linear weights)."),
-    type_: Optional[str] = typer.Option(None, "--type", help="gguf/ollama: f16 (default), q8_0 or q4_0; "
+    type_: Optional[str] = typer.Option(None, "--type", help="gguf/ollama: f16 (default), q8_0, q4_0 or f32; "
                                         "torch: int8 (default) or int4."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the perplexity change against the "
                                  "fp32 model on its validation split and record it in lmforge.json."),

@@ -25,7 +25,7 @@ import numpy as np
 from lmforge.errors import ModelError
 from lmforge.io import read_json
 
-TYPES = ("f16", "q8_0", "q4_0")
+TYPES = ("f16", "q8_0", "q4_0", "f32")
 END_OF_TURN = "<|end|>"
 
 
@@ -71,7 +71,7 @@ def _tensor_type(gguf_name: str, w: np.ndarray, qtype: str, *, head: bool):
     import gguf
 
     T = gguf.GGMLQuantizationType
-    if w.ndim == 1:
+    if w.ndim == 1 or qtype == "f32":
         return T.F32
     if qtype == "f16":
         return T.F16
@@ -149,7 +149,7 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         w.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
         w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
         w.add_vocab_size(vocab_size)
-        w.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                          "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
