@@ -167,13 +167,15 @@ def torch_tensor_types():
     return (torch.Tensor, torch.nn.Parameter)
 
 
-LORA_KINDS = ("full", "lora-fp32", "lora-int8", "lora-int4", "lora-attn")
+LORA_KINDS = ("full", "lora-fp32", "lora-int8", "lora-int4", "lora-attn", "lora-dropout")
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def lora(model: Path, work: Path, seeds: int, steps: int, lr: float | None, kinds: list[str]) -> dict:
     """lora-attn: r=8 on the attention projections only (the original LoRA paper's targets), the variant whose
-    trainable share fits 5% at this width (all-linear r=8 is 2r/d of a d x d matrix: 6% at d=128)."""
+    trainable share fits 5% at this width (all-linear r=8 is 2r/d of a d x d matrix: 6% at d=128).
+    lora-dropout: dropout 0.05, what the adapters' dropout (a random mask on every adapted input) costs in speed
+    (results/compress_lora_dropout.json measured it when the recipe had 0.05: its lora-nodrop is dropout 0)."""
     from lmforge.train.recipe import load_recipe, recipe_data
 
     base = recipe_data(load_recipe(ROOT / "recipes" / "lora.yaml"))
@@ -192,6 +194,8 @@ def lora(model: Path, work: Path, seeds: int, steps: int, lr: float | None, kind
                 raw["train"] |= {"lr": 1e-3, "weight_decay": 0.0}
             elif kind == "lora-attn":
                 raw["lora"]["target_modules"] = ATTENTION
+            elif kind == "lora-dropout":               # the recipe's adapters with dropout (it has none)
+                raw["lora"]["dropout"] = 0.05
             else:
                 raw["lora"]["base"] = kind.split("-")[1]
             r = isolated(train_run, raw, str(work / f"{kind}-{seed}"))
