@@ -37,7 +37,8 @@ class LoRAConfig(Strict):
     """A recipe's `lora:` section (and what adapter_config.json records)."""
     r: int = Field(8, gt=0, description="rank of the update B·A")
     alpha: float = Field(16.0, gt=0, description="the update is scaled by alpha / r")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input (training only)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input (training only; PEFT's "
+                           "default 0: on a CPU its random mask cost 37% of LoRA's speed, docs/compress.md)")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="linear layers to adapt, by name (q_proj, ..., down_proj); all-linear: every "
                                   "linear layer of the blocks (not the output head), as PEFT's all-linear")
