@@ -47,11 +47,25 @@ def _open(chromium, url):
     return page, errors
 
 
+# Every value body[data-state] takes, kept by an observer: a short reply on a quiet machine can start and end
+# between two polls of wait_for_function, so "it was streaming" is read from the record, not by polling.
+_RECORD_STATES = """() => {
+  window.__states = [];
+  if (!window.__observer) {
+    window.__observer = new MutationObserver(records => records.forEach(r => window.__states.push(
+      r.oldValue, document.body.dataset.state)));
+    window.__observer.observe(document.body, {attributes: true, attributeFilter: ['data-state'],
+                                              attributeOldValue: true});
+  }
+}"""
+
+
 def _send(page, text: str):
     page.fill("#prompt", text)
+    page.evaluate(_RECORD_STATES)
     page.click("#send")
-    page.wait_for_function("document.body.dataset.state === 'streaming'", timeout=10_000)
-    page.wait_for_function("document.body.dataset.state !== 'streaming'", timeout=60_000)
+    page.wait_for_function("window.__states.includes('streaming') && document.body.dataset.state !== 'streaming'",
+                           timeout=60_000)
 
 
 def _assistant_texts(page) -> list[str]:
