@@ -90,13 +90,12 @@ def base_loss(raw: dict) -> dict:
 def quantize(model: Path, work: Path) -> dict:
     from lmforge.compress import costs
     from lmforge.infer.quantize import export_quantized
+    from lmforge.io import read_json
 
     out = {}
     for name, method, group in (("int8", "int8", 32), ("int4-g32", "int4", 32), ("int4-g64", "int4", 64)):
         d = export_quantized(model, work / name, method, group_size=group)
         c = costs.measure(model, d, method=method, group_size=group)
-        from lmforge.io import read_json
-
         spec = read_json(d / "config.json")["quantization_config"]
         out[name] = {**{k: c[k] for k in ("ppl_ratio", "kl", "top1_agreement", "bytes", "bytes_reference", "tokens",
                                           "measured_on")}, "skipped": spec["skipped"],
@@ -120,6 +119,7 @@ def linear_bytes(model_dir: Path) -> int:
 
 
 def prune(model: Path, work: Path, retrain_steps: int) -> dict:
+    from lmforge.compress import costs
     from lmforge.compress.oneshot import prune_model
     from lmforge.io import read_json
 
@@ -135,8 +135,6 @@ def prune(model: Path, work: Path, retrain_steps: int) -> dict:
     raw["train"] = {**raw["train"], "max_steps": retrain_steps, "lr": 1e-3, "warmup_steps": 10,
                     "eval_interval": retrain_steps, "checkpoint_interval": retrain_steps}
     run = isolated(train_run, raw, str(work / "wanda-retrained"))
-    from lmforge.compress import costs
-
     c = costs.measure(model, run["model"], method="wanda+retrain", sparsity=0.5)
     out["wanda-unstructured-retrained"] = {"steps": retrain_steps, **{k: c[k] for k in ("ppl_ratio", "kl",
                                                                                           "top1_agreement",
@@ -147,24 +145,21 @@ def prune(model: Path, work: Path, retrain_steps: int) -> dict:
 
 def frozen_base_bytes(model_dir: Path, base: str) -> int:
     """Bytes the frozen block linears take in memory with `lora.base: base` (torchao tensors: their parts)."""
+    import torch
+
     from lmforge.model.hf import load_model
     from lmforge.model.lora import LoRAConfig, add_lora, lora_layers, quantize_base
 
-    m = add_lora(load_model(model_dir), LoRAConfig(base=base))
-    quantize_base(m, LoRAConfig(base=base))
+    config = LoRAConfig(base=base)
+    m = add_lora(load_model(model_dir), config)
+    quantize_base(m, config)
 
     def size(t):
-        if hasattr(t, "__tensor_flatten__") and type(t) not in (torch_tensor_types()):
+        if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
             names, _ = t.__tensor_flatten__()
             return sum(size(getattr(t, n)) for n in names)
         return t.numel() * t.element_size()
     return sum(size(layer.base_layer.weight) for layer in lora_layers(m).values())
-
-
-def torch_tensor_types():
-    import torch
-
-    return (torch.Tensor, torch.nn.Parameter)
 
 
 LORA_KINDS = ("full", "lora-fp32", "lora-int8", "lora-int4", "lora-attn", "lora-dropout")
@@ -261,21 +256,32 @@ def distill(model: Path, work: Path, seeds: int, steps: int) -> dict:
             "goal": "student 1/3-1/2 of the teacher, ppl <= 1.3x the teacher's and below the CE-only student"}
 
 
-def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int, batch: int) -> dict:
-    """The demo recipe shortened (steps, micro-batch) and run eager: 1 + 3L trainings per seed, each too short
-    for torch.compile's 20-45 s warm-up to pay back."""
-    from lmforge.compress.lottery import lottery as run_lottery
+def lottery_recipe(model: Path, steps: int, batch: int) -> dict:
+    """The recipe that trained `model` (the demo's) shortened to `steps` at micro-batch `batch` and run eager:
+    a lottery is 1 + 3L trainings, each too short for torch.compile's 20-45 s warm-up to pay back."""
     from lmforge.io import read_json
-    from lmforge.train.recipe import parse_recipe
 
     raw = json.loads(json.dumps(read_json(model / "lmforge.json")["recipe"]))
     raw["train"] |= {"max_steps": steps, "eval_interval": steps, "checkpoint_interval": max(50, steps // 4),
                      "micro_batch_size": batch, "compile": False,
                      "warmup_steps": min(raw["train"]["warmup_steps"], steps // 10)}
+    return raw
+
+
+def rewind_step(steps: int) -> int:
+    """The lottery's rewind point: 2% of the training."""
+    return max(1, steps // 50)
+
+
+def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int, batch: int) -> dict:
+    from lmforge.compress.lottery import lottery as run_lottery
+    from lmforge.train.recipe import parse_recipe
+
+    raw = lottery_recipe(model, steps, batch)
     out = []
     for seed in range(seeds):
         r = parse_recipe(raw | {"seed": 3000 + seed, "name": f"lottery-{seed}"})
-        report = run_lottery(r, work / f"lottery-{seed}", levels=levels, rewind_step=max(1, steps // 50),
+        report = run_lottery(r, work / f"lottery-{seed}", levels=levels, rewind_step=rewind_step(steps),
                              progress=False)
         out.append(report)
     by = {}
@@ -291,7 +297,7 @@ def lottery(model: Path, work: Path, seeds: int, steps: int, levels: int, batch:
         (loss, loss_sd), (bpb, bpb_sd) = stats(rows, "val_loss"), stats(rows, "val_bpb")
         table.append({"kind": kind, "level": level, "density": rows[0]["density"], "loss_mean": loss,
                       "loss_std": loss_sd, "bpb_mean": bpb, "bpb_std": bpb_sd})
-    return {"steps": steps, "micro_batch_size": batch, "levels": levels, "rewind_step": max(1, steps // 50),
+    return {"steps": steps, "micro_batch_size": batch, "levels": levels, "rewind_step": rewind_step(steps),
             "table": table, "goal": "ticket matches dense within one std down to <= 51% density, better than "
             "both controls there"}
 

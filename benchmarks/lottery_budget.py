@@ -18,24 +18,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "lottery_budget.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from compress import machine  # noqa: E402  (the same machine record as the compress benchmark)
+from compress import lottery_recipe, machine, rewind_step  # noqa: E402  (the compress benchmark's lottery)
 
 
-def budget(recipe_raw: dict, steps: int, batch: int, work: Path) -> dict:
+def budget(model: Path, steps: int, batch: int, work: Path) -> dict:
     from safetensors.torch import load_file
 
     from lmforge.compress.lottery import lottery
-    from lmforge.train.checkpoint import seed_checkpoint
+    from lmforge.train.checkpoint import seed_checkpoint, step_dir
     from lmforge.train.recipe import parse_recipe
     from lmforge.train.trainer import train
 
-    raw = json.loads(json.dumps(recipe_raw)) | {"seed": 3000, "name": f"lottery-budget-{steps}"}
-    raw["train"] |= {"max_steps": steps, "eval_interval": steps, "checkpoint_interval": max(50, steps // 4),
-                     "micro_batch_size": batch, "compile": False,
-                     "warmup_steps": min(raw["train"]["warmup_steps"], steps // 10)}
-    recipe, k = parse_recipe(raw), max(1, steps // 50)
+    raw = lottery_recipe(model, steps, batch) | {"seed": 3000, "name": f"lottery-budget-{steps}"}
+    recipe, k = parse_recipe(raw), rewind_step(steps)
     report = lottery(recipe, work, levels=1, rewind_step=k, controls=False, progress=False)
-    rewind = work / "rewind" / f"step-{k:07d}"
+    rewind = step_dir(work / "rewind", k)
     seed_checkpoint(rewind, work / "rewound-dense", weights=load_file(str(rewind / "model.safetensors")))
     rewound = train(recipe, work / "rewound-dense", progress=False)["validation"]
     loss = {r["kind"]: r["val_loss"] for r in report["runs"]}
@@ -50,14 +47,13 @@ def main() -> None:
     ap.add_argument("--steps", default="200,600")
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    lineage = Path(args.model) / "lmforge.json"
-    if not lineage.is_file():
-        sys.exit(f"no model at {args.model}: run `make demo` first (or pass --model)")
-    recipe_raw = json.loads(lineage.read_text())["recipe"]
+    model = Path(args.model)
+    if not (model / "lmforge.json").is_file():
+        sys.exit(f"no model at {model}: run `make demo` first (or pass --model)")
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
     for steps in map(int, args.steps.split(",")):
         t0 = time.perf_counter()
-        row = budget(recipe_raw, steps, args.batch, Path(tempfile.mkdtemp(prefix="lottery-budget-")))
+        row = budget(model, steps, args.batch, Path(tempfile.mkdtemp(prefix="lottery-budget-")))
         results[str(steps)] = {**row, "seconds": time.perf_counter() - t0, "machine": machine(),
                                "date": time.strftime("%Y-%m-%d")}
         OUT.write_text(json.dumps(results, indent=2) + "\n")

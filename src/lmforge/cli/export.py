@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 
 # the first type of each is the default (lmforge.infer.gguf.TYPES is the GGUF list; not imported: numpy)
-FORMATS = {"gguf": ("f16", "q8_0", "q4_0", "f32"), "ollama": ("f16", "q8_0", "q4_0", "f32"), "torch": ("int8", "int4")}
+_GGUF = ("f16", "q8_0", "q4_0", "f32")
+FORMATS = {"gguf": _GGUF, "ollama": _GGUF, "torch": ("int8", "int4")}
 
 
 def export(

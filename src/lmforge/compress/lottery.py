@@ -39,9 +39,9 @@ class SaveRewindPoint(Method):
         self.step, self.dest = step, Path(dest)
 
     def apply(self, event, state) -> None:
-        from lmforge.train.checkpoint import is_intact, write_checkpoint
+        from lmforge.train.checkpoint import is_intact, step_dir, write_checkpoint
 
-        path = self.dest / f"step-{self.step:07d}"
+        path = step_dir(self.dest, self.step)
         if state.step == self.step and not is_intact(path) and state.world.is_main:
             write_checkpoint(state, path)
 
@@ -87,7 +87,7 @@ def lottery(recipe, out: str | Path, *, levels: int, rate: float = 0.2, rewind_s
     from safetensors.torch import load_file
 
     from lmforge.model.hf import load_model
-    from lmforge.train.checkpoint import is_intact, seed_checkpoint
+    from lmforge.train.checkpoint import is_intact, seed_checkpoint, step_dir
     from lmforge.train.trainer import train
 
     out = Path(out)
@@ -123,7 +123,7 @@ def lottery(recipe, out: str | Path, *, levels: int, rate: float = 0.2, rewind_s
         return row
 
     dense_model = out / "dense" / "model"
-    rewind = out / "rewind" / f"step-{rewind_step:07d}"
+    rewind = step_dir(out / "rewind", rewind_step)
     run("dense", 0, out / "dense", more=(SaveRewindPoint(rewind_step, out / "rewind"),))
     if not is_intact(rewind):
         raise RecipeError(f"the dense run has no intact state at step {rewind_step}", where=str(rewind),

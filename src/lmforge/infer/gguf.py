@@ -149,8 +149,8 @@ def export_gguf(model_dir: str | os.PathLike, out: str | os.PathLike, *, qtype: 
         w.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
         w.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
         w.add_vocab_size(vocab_size)
-        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-                         "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
+        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
         tokens, types = _vocab(tok, vocab_size)

@@ -26,13 +26,18 @@ FILES = ("model.safetensors", "optimizer.pt", "state.pt", "state.json")
 SCALARS = ("step", "tokens", "data_position", "lr_scale")
 
 
+def step_dir(root: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives under `root` (names sort by step as text too)."""
+    return Path(root) / f"step-{step:07d}"
+
+
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
 
 
 def save_checkpoint(state, *, keep: int, keep_best: bool = False, val_loss: float | None = None) -> Path:
-    path = write_checkpoint(state, Path(state.run_dir) / "checkpoints" / f"step-{state.step:07d}", val_loss)
+    path = write_checkpoint(state, step_dir(Path(state.run_dir) / "checkpoints", state.step), val_loss)
     prune(state.run_dir, keep=keep, keep_best=keep_best)
     return path
 
